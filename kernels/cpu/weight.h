@@ -19,6 +19,7 @@ enum class WeightFormat : uint8_t {
   kQ4_K,
   kQ5_K,
   kQ6_K,
+  kQ5_0,  // appended: values are stored, never renumber
 };
 
 std::string_view WeightFormatName(WeightFormat f);

@@ -1,0 +1,59 @@
+// Gemma 4 decoder layer (spec §3.2): q/k/v norms and K=V in SelfAttention,
+// the optional mixture of experts beside the dense MLP, and the per-layer
+// scalar on the whole residual stream.
+#include "models/layer.h"
+
+#include "kernels/cpu/ops.h"
+
+namespace facet {
+namespace {
+
+// f [T, H] = post_ffn_norm(post_ffn_norm_1(mlp(ffn_norm(x1))) +
+//                          post_ffn_norm_2(experts(ffn_norm_2(x1), route(x1))))
+absl::Status MoeFeedForward(LayerContext& c, const float* x1, float* f) {
+  const ModelConfig& cfg = c.config;
+  const int64_t T = c.T, H = cfg.hidden_size, K = cfg.top_k_experts;
+  float* h = c.a.h.data();
+  float* d = c.a.d.data();
+  Norm(c, x1, c.w.ffn_norm, h);
+  RETURN_IF_ERROR(GeGluMlp(c, c.w.gate, c.w.up, c.w.down, h, d));
+  Norm(c, d, c.w.post_ffn_norm_1, d);
+
+  // The router reads the un-normed residual x1 (spec §5.1).
+  RETURN_IF_ERROR(cpu::MoeRoute(x1, T, H, c.w.router_scale.data(), c.w.router,
+                                c.w.per_expert_scale.data(), K, cfg.rms_norm_eps,
+                                c.a.expert_ids.data(), c.a.expert_weights.data(), c.pool));
+  Norm(c, x1, c.w.ffn_norm_2, h);
+  RETURN_IF_ERROR(cpu::MoeExperts(h, T, c.a.expert_ids.data(), c.a.expert_weights.data(), K,
+                                  c.w.experts_gate_up, c.w.experts_down, cfg.num_experts, f,
+                                  c.a.moe_workspace.data(), c.pool));
+  Norm(c, f, c.w.post_ffn_norm_2, f);
+  cpu::AddInPlace(f, d, T * H);
+  Norm(c, f, c.w.post_ffn_norm, f);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Gemma4Layer(LayerContext& c, float* x) {
+  const int64_t n = c.T * c.config.hidden_size;
+  float* h = c.a.h.data();
+  float* o = c.a.o.data();
+  Norm(c, x, c.w.attn_norm, h);
+  RETURN_IF_ERROR(SelfAttention(c, h, o));
+  Norm(c, o, c.w.post_attn_norm, o);
+  cpu::AddInPlace(x, o, n);  // x is now x1, the residual the FFN part adds to
+
+  if (c.layer.moe) {
+    RETURN_IF_ERROR(MoeFeedForward(c, x, o));
+  } else {
+    Norm(c, x, c.w.ffn_norm, h);
+    RETURN_IF_ERROR(GeGluMlp(c, c.w.gate, c.w.up, c.w.down, h, o));
+    Norm(c, o, c.w.post_ffn_norm, o);
+  }
+  cpu::AddInPlace(x, o, n);
+  if (c.config.layer_scalar) cpu::Scale(x, n, c.w.layer_scalar);
+  return absl::OkStatus();
+}
+
+}  // namespace facet

@@ -1,0 +1,105 @@
+#include "models/layer.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "kernels/cpu/ops.h"
+
+namespace facet {
+
+void Activations::Reserve(const ModelConfig& cfg, int64_t T) {
+  int64_t q = 0, kv = 0, inter = 0;
+  for (const LayerConfig& l : cfg.layers) {
+    q = std::max<int64_t>(q, l.q_dim());
+    kv = std::max<int64_t>(kv, l.kv_dim());
+    inter = std::max<int64_t>(inter, l.intermediate_size);
+  }
+  const int64_t H = cfg.hidden_size;
+  h.resize(T * H);
+  o.resize(T * H);
+  d.resize(T * H);
+  this->q.resize(T * q);
+  k.resize(T * kv);
+  v.resize(T * kv);
+  attn.resize(T * q);
+  gate_up.resize(T * 2 * inter);
+  act.resize(T * inter);
+  if (cfg.HasMoe()) {
+    expert_ids.resize(T * cfg.top_k_experts);
+    expert_weights.resize(T * cfg.top_k_experts);
+    moe_workspace.resize(
+        cpu::MoeExpertsWorkspaceFloats(T, H, cfg.moe_intermediate_size, cfg.top_k_experts));
+  }
+}
+
+void Norm(LayerContext& c, const float* x, const std::vector<float>& w, float* y) {
+  cpu::RmsNorm(x, w.data(), y, c.T, c.config.hidden_size, c.config.rms_norm_eps,
+               /*plus_one=*/false);
+}
+
+absl::Status SelfAttention(LayerContext& c, const float* h, float* out) {
+  const LayerConfig& l = c.layer;
+  const ModelConfig& cfg = c.config;
+  const int64_t T = c.T, D = l.head_dim;
+  float* q = c.a.q.data();
+  RETURN_IF_ERROR(cpu::MatMul(h, T, c.w.q, q, c.pool));
+  if (!c.w.q_norm.empty()) {
+    cpu::RmsNorm(q, c.w.q_norm.data(), q, T * l.num_heads, D, cfg.rms_norm_eps, false);
+  }
+  cpu::Rope(q, c.positions, T, l.num_heads, D, c.w.rope_inv_freq.data());
+
+  const int64_t pos0 = c.positions[0];
+  const int64_t kv_row = l.kv_dim();
+  if (l.owns_kv()) {
+    float* k = c.a.k.data();
+    float* v = c.a.v.data();
+    RETURN_IF_ERROR(cpu::MatMul(h, T, c.w.k, k, c.pool));
+    if (l.k_eq_v) {
+      // V is the raw K projection, taken before k_norm and RoPE (spec §4.8).
+      std::memcpy(v, k, sizeof(float) * T * kv_row);
+    } else {
+      RETURN_IF_ERROR(cpu::MatMul(h, T, c.w.v, v, c.pool));
+    }
+    if (!c.w.k_norm.empty()) {
+      cpu::RmsNorm(k, c.w.k_norm.data(), k, T * l.num_kv_heads, D, cfg.rms_norm_eps, false);
+    }
+    if (cfg.v_norm) cpu::RmsNorm(v, nullptr, v, T * l.num_kv_heads, D, cfg.rms_norm_eps, false);
+    cpu::Rope(k, c.positions, T, l.num_kv_heads, D, c.w.rope_inv_freq.data());
+    std::memcpy(c.cache->k(c.index) + pos0 * kv_row, k, sizeof(float) * T * kv_row);
+    std::memcpy(c.cache->v(c.index) + pos0 * kv_row, v, sizeof(float) * T * kv_row);
+  }
+
+  // A sliding layer only needs the last window-1 keys before this chunk.
+  int64_t kv_begin = 0;
+  if (l.is_sliding()) kv_begin = std::max<int64_t>(0, pos0 - (l.sliding_window - 1));
+  const int64_t kv_end = pos0 + T;
+  cpu::AttentionParams p;
+  p.num_q_tokens = T;
+  p.num_heads = l.num_heads;
+  p.num_kv_heads = l.num_kv_heads;
+  p.head_dim = D;
+  p.scale = cfg.attention_scale;
+  p.softcap = cfg.attn_logit_softcap;
+  p.window = l.is_sliding() ? l.sliding_window : 0;
+  RETURN_IF_ERROR(cpu::Attention(p, q, c.positions, c.cache->k(c.index) + kv_begin * kv_row,
+                                 c.cache->v(c.index) + kv_begin * kv_row, kv_end - kv_begin,
+                                 kv_begin, c.a.attn.data(), c.pool));
+  return cpu::MatMul(c.a.attn.data(), T, c.w.o, out, c.pool);
+}
+
+absl::Status GeGluMlp(LayerContext& c, const WeightRef& gate, const WeightRef& up,
+                      const WeightRef& down, const float* h, float* out) {
+  const int64_t T = c.T, I = gate.rows;
+  // gate and up are separate checkpoint tensors; the GeGLU kernel reads each
+  // row as [gate | up], so the two projections are interleaved per row.
+  float* g = c.a.act.data();
+  float* gu = c.a.gate_up.data();
+  RETURN_IF_ERROR(cpu::MatMul(h, T, gate, g, c.pool));
+  for (int64_t t = 0; t < T; ++t) std::memcpy(gu + t * 2 * I, g + t * I, sizeof(float) * I);
+  RETURN_IF_ERROR(cpu::MatMul(h, T, up, g, c.pool));
+  for (int64_t t = 0; t < T; ++t) std::memcpy(gu + t * 2 * I + I, g + t * I, sizeof(float) * I);
+  cpu::GeGlu(gu, T, I, g);
+  return cpu::MatMul(g, T, down, out, c.pool);
+}
+
+}  // namespace facet

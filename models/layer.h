@@ -1,0 +1,66 @@
+// What one decoder layer's forward sees, and the building blocks the family
+// files (gemma2.cc, gemma3.cc, gemma4.cc) compose. Each family file is the
+// layer's order of operations (spec §3) and nothing else.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/status.h"
+#include "core/thread_pool.h"
+#include "models/config.h"
+#include "models/kv_cache.h"
+#include "models/weights.h"
+
+namespace facet {
+
+// Activation buffers for a forward over T tokens; sized once, reused by every
+// layer. Shapes are per call ([T, ...]); capacities are for the largest T.
+struct Activations {
+  std::vector<float> h;     // [T, H] normed input of a sub-block
+  std::vector<float> o;     // [T, H] sub-block output
+  std::vector<float> d;     // [T, H] MoE dense branch / scratch
+  std::vector<float> q;     // [T, Nq·D]
+  std::vector<float> k;     // [T, Nkv·D]
+  std::vector<float> v;     // [T, Nkv·D]
+  std::vector<float> attn;  // [T, Nq·D]
+  std::vector<float> gate_up;  // [T, 2·I]
+  std::vector<float> act;      // [T, I]
+  std::vector<int32_t> expert_ids;      // [T, top_k]
+  std::vector<float> expert_weights;    // [T, top_k]
+  std::vector<float> moe_workspace;
+
+  void Reserve(const ModelConfig& config, int64_t tokens);
+};
+
+struct LayerContext {
+  const ModelConfig& config;
+  int index;
+  const LayerConfig& layer;
+  const LayerWeights& w;
+  KvCache* cache;
+  const int32_t* positions;  // [T] absolute positions
+  int64_t T;
+  Activations& a;
+  ThreadPool* pool;
+};
+
+// out [T, H] = o_proj(attention(h)). Projects Q/K/V, applies the optional
+// per-head norms (q/k with weights, v weightless), RoPE, appends K/V to the
+// cache (unless the layer reads another layer's KV), and attends.
+absl::Status SelfAttention(LayerContext& c, const float* h, float* out);
+
+// out [T, H] = down(gelu_tanh(gate(h)) ⊙ up(h)).
+absl::Status GeGluMlp(LayerContext& c, const WeightRef& gate, const WeightRef& up,
+                      const WeightRef& down, const float* h, float* out);
+
+// y = RMSNorm(x) · w over rows of hidden_size (w already includes any "+1").
+void Norm(LayerContext& c, const float* x, const std::vector<float>& w, float* y);
+
+// One decoder layer, in place on the residual stream x [T, H].
+using LayerFn = absl::Status (*)(LayerContext& c, float* x);
+absl::Status Gemma2Layer(LayerContext& c, float* x);
+absl::Status Gemma3Layer(LayerContext& c, float* x);
+absl::Status Gemma4Layer(LayerContext& c, float* x);
+
+}  // namespace facet

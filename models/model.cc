@@ -1,0 +1,113 @@
+#include "models/model.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "kernels/cpu/ops.h"
+
+namespace facet {
+namespace {
+
+LayerFn LayerFnFor(ModelFamily f) {
+  switch (f) {
+    case ModelFamily::kGemma2: return &Gemma2Layer;
+    case ModelFamily::kGemma3: return &Gemma3Layer;
+    case ModelFamily::kGemma4: return &Gemma4Layer;
+  }
+  return nullptr;
+}
+
+int64_t MatrixBytes(const WeightRef& w) { return w.data ? w.rows * w.row_bytes() : 0; }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, ThreadPool* pool) {
+  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(path));
+  ASSIGN_OR_RETURN(ModelWeights weights, LoadSafetensorsWeights(config, path));
+  return std::make_unique<Model>(std::move(config), std::move(weights), pool);
+}
+
+Model::Model(ModelConfig config, ModelWeights weights, ThreadPool* pool)
+    : config_(std::move(config)), weights_(std::move(weights)), pool_(pool) {
+  layer_fn_ = LayerFnFor(config_.family);
+}
+
+absl::Status Model::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
+                            std::vector<float>* logits) {
+  return ForwardWithTrace(tokens, cache, all_logits, logits, nullptr);
+}
+
+absl::Status Model::ForwardWithTrace(std::span<const int32_t> tokens, KvCache* cache,
+                                     bool all_logits, std::vector<float>* logits,
+                                     std::vector<std::vector<float>>* trace) {
+  const int64_t T = int64_t(tokens.size());
+  const int64_t H = config_.hidden_size, V = config_.vocab_size;
+  if (T == 0) return absl::InvalidArgumentError("forward: no tokens");
+  for (int64_t i = 0; i < T; ++i) {
+    if (tokens[i] < 0 || tokens[i] >= V) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("token id ", tokens[i], " at index ", i, " is outside the vocabulary [0, ", V, ")"));
+    }
+  }
+  const int64_t pos0 = cache->length();
+  if (pos0 + T > cache->capacity()) {
+    return absl::OutOfRangeError(absl::StrCat("sequence of ", pos0 + T,
+                                              " tokens exceeds the KV cache capacity of ",
+                                              cache->capacity()));
+  }
+  if (pos0 + T > config_.max_position_embeddings) {
+    return absl::OutOfRangeError(absl::StrCat("sequence of ", pos0 + T,
+                                              " tokens exceeds the model's context of ",
+                                              config_.max_position_embeddings));
+  }
+  if (T > act_tokens_) {
+    act_.Reserve(config_, T);
+    act_tokens_ = T;
+  }
+  x_.resize(T * H);
+  std::vector<int32_t> positions(T);
+  std::iota(positions.begin(), positions.end(), int32_t(pos0));
+
+  float* x = x_.data();
+  cpu::Embed(weights_.embed, tokens.data(), T, weights_.embed_scale, x);
+  if (trace) trace->assign(1, std::vector<float>(x, x + T * H));
+  for (int i = 0; i < config_.num_layers; ++i) {
+    LayerContext c{config_, i, config_.layers[i], weights_.layers[i], cache, positions.data(), T,
+                   act_, pool_};
+    RETURN_IF_ERROR(layer_fn_(c, x));
+    if (trace) trace->emplace_back(x, x + T * H);
+  }
+  cache->Advance(T);
+
+  const int64_t rows = all_logits ? T : 1;
+  float* h = act_.h.data();
+  cpu::RmsNorm(x + (T - rows) * H, weights_.final_norm.data(), h, rows, H, config_.rms_norm_eps,
+               false);
+  logits->resize(rows * V);
+  RETURN_IF_ERROR(cpu::MatMul(h, rows, weights_.lm_head, logits->data(), pool_));
+  if (config_.final_logit_softcap > 0) {
+    cpu::Softcap(logits->data(), rows * V, config_.final_logit_softcap);
+  }
+  return absl::OkStatus();
+}
+
+int64_t Model::DecodeWeightBytes() const {
+  int64_t b = MatrixBytes(weights_.lm_head);
+  for (int i = 0; i < config_.num_layers; ++i) {
+    const LayerWeights& w = weights_.layers[i];
+    for (const WeightRef* m : {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down, &w.router}) {
+      b += MatrixBytes(*m);
+    }
+    if (config_.layers[i].moe) {
+      // Only top_k of num_experts experts are read per token.
+      b += (MatrixBytes(w.experts_gate_up) + MatrixBytes(w.experts_down)) * config_.top_k_experts /
+           config_.num_experts;
+    }
+  }
+  return b;
+}
+
+}  // namespace facet

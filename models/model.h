@@ -1,0 +1,60 @@
+// A loaded Gemma text decoder: config + weights + the family's layer function.
+// Forward() runs a chunk of tokens for one sequence through every layer,
+// appending to its KV cache, and returns logits.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/thread_pool.h"
+#include "models/config.h"
+#include "models/kv_cache.h"
+#include "models/layer.h"
+#include "models/weights.h"
+
+namespace facet {
+
+class Model {
+ public:
+  // Loads an HF model directory (config.json + safetensors). `pool` must
+  // outlive the model; null runs single-threaded.
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, ThreadPool* pool);
+
+  Model(ModelConfig config, ModelWeights weights, ThreadPool* pool);
+
+  const ModelConfig& config() const { return config_; }
+  const ModelWeights& weights() const { return weights_; }
+  ThreadPool* pool() const { return pool_; }
+
+  // Runs `tokens` at positions cache->length() ... and advances the cache.
+  // logits: [V] for the last token, or [n, V] for every token if all_logits.
+  // Errors (INVALID_ARGUMENT/OUT_OF_RANGE): empty input, a token id outside
+  // the vocabulary, more tokens than the cache or the model's context holds.
+  absl::Status Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
+                       std::vector<float>* logits);
+
+  // Same, also returning the residual stream after the embedding and after
+  // each layer ([n, H] each) so a mismatch against a reference names a layer.
+  absl::Status ForwardWithTrace(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
+                                std::vector<float>* logits,
+                                std::vector<std::vector<float>>* trace);
+
+  // Weight bytes one decode step reads (every matrix once; the embedding row
+  // is negligible, the LM head is counted). Used by `facet bench`.
+  int64_t DecodeWeightBytes() const;
+
+ private:
+  ModelConfig config_;
+  ModelWeights weights_;
+  ThreadPool* pool_;
+  LayerFn layer_fn_;
+  Activations act_;
+  int64_t act_tokens_ = 0;
+  std::vector<float> x_;  // [T, H] residual stream
+};
+
+}  // namespace facet
