@@ -10,7 +10,7 @@
 
 namespace facet::cli {
 
-// tokenizer.json, a directory containing one, or (later) a .gguf file.
+// tokenizer.json, a directory containing one, or a .gguf file.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path);
 
 }  // namespace facet::cli

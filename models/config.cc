@@ -25,22 +25,26 @@ absl::string_view Av(std::string_view v) { return absl::string_view(v.data(), v.
 
 std::string_view ModelFamilyName(ModelFamily f) {
   switch (f) {
-    case ModelFamily::kGemma2: return "gemma2";
-    case ModelFamily::kGemma3: return "gemma3";
-    case ModelFamily::kGemma4: return "gemma4";
+    case ModelFamily::kGemma2:
+      return "gemma2";
+    case ModelFamily::kGemma3:
+      return "gemma3";
+    case ModelFamily::kGemma4:
+      return "gemma4";
   }
   return "?";
 }
 
-std::string_view AttentionKindName(AttentionKind k) {
-  return k == AttentionKind::kSliding ? "sliding" : "global";
-}
+std::string_view AttentionKindName(AttentionKind k) { return k == AttentionKind::kSliding ? "sliding" : "global"; }
 
 std::string_view RopeTypeName(RopeType t) {
   switch (t) {
-    case RopeType::kDefault: return "default";
-    case RopeType::kLinear: return "linear";
-    case RopeType::kProportional: return "proportional";
+    case RopeType::kDefault:
+      return "default";
+    case RopeType::kLinear:
+      return "linear";
+    case RopeType::kProportional:
+      return "proportional";
   }
   return "?";
 }
@@ -102,8 +106,7 @@ struct ErrorSink {
 // caller asks IsNull (softcaps: null means "off", absent means "default").
 class Fields {
  public:
-  Fields(const json* obj, ErrorSink* sink, std::string prefix)
-      : obj_(obj), sink_(sink), prefix_(std::move(prefix)) {}
+  Fields(const json* obj, ErrorSink* sink, std::string prefix) : obj_(obj), sink_(sink), prefix_(std::move(prefix)) {}
 
   bool ok() const { return sink_->status.ok(); }
   // A Fields with no object behind it, sharing this one's error sink.
@@ -124,9 +127,8 @@ class Fields {
     if (!ok()) return;
     std::string where = key.empty() ? prefix_ : absl::StrCat(prefix_, key);
     if (!where.empty() && where.back() == '.') where.pop_back();
-    sink_->status = absl::InvalidArgumentError(
-        where.empty() ? absl::StrCat(sink_->source, ": ", what)
-                      : absl::StrCat(sink_->source, ": ", where, ": ", what));
+    sink_->status = absl::InvalidArgumentError(where.empty() ? absl::StrCat(sink_->source, ": ", what)
+                                                             : absl::StrCat(sink_->source, ": ", where, ": ", what));
   }
 
   std::optional<int64_t> OptInt(const char* key) {
@@ -380,8 +382,8 @@ struct Common {
 };
 
 // Keys every family reads the same way, with that family's HF defaults.
-Common ReadCommon(Fields& f, ModelConfig& c, int default_heads, int default_kv, int default_vocab,
-                  int default_max_pos, int default_window) {
+Common ReadCommon(Fields& f, ModelConfig& c, int default_heads, int default_kv, int default_vocab, int default_max_pos,
+                  int default_window) {
   Common k;
   k.hidden = f.RequiredInt("hidden_size");
   k.layers = f.RequiredInt("num_hidden_layers");
@@ -398,8 +400,8 @@ Common ReadCommon(Fields& f, ModelConfig& c, int default_heads, int default_kv, 
   k.head_dim = f.PositiveInt("head_dim", 256);
   k.window = f.PositiveInt("sliding_window", default_window);
   if (f.ok() && k.heads % k.kv_heads != 0) {
-    f.Fail("num_key_value_heads", absl::StrCat("num_attention_heads (", k.heads, ") is not a multiple of num_key_value_heads (",
-                                               k.kv_heads, ")"));
+    f.Fail("num_key_value_heads", absl::StrCat("num_attention_heads (", k.heads,
+                                               ") is not a multiple of num_key_value_heads (", k.kv_heads, ")"));
   }
   c.hidden_size = k.hidden;
   c.num_layers = k.layers;
@@ -524,9 +526,9 @@ void ParseGemma4(Fields& f, ModelConfig& c) {
   if (k_eq_v && f.Has("num_global_key_value_heads")) {
     global_kv = f.PositiveInt("num_global_key_value_heads", k.kv_heads);
     if (f.ok() && k.heads % global_kv != 0) {
-      f.Fail("num_global_key_value_heads", absl::StrCat("num_attention_heads (", k.heads,
-                                                        ") is not a multiple of num_global_key_value_heads (",
-                                                        global_kv, ")"));
+      f.Fail("num_global_key_value_heads",
+             absl::StrCat("num_attention_heads (", k.heads, ") is not a multiple of num_global_key_value_heads (",
+                          global_kv, ")"));
     }
   }
 
@@ -536,7 +538,8 @@ void ParseGemma4(Fields& f, ModelConfig& c) {
   global_default.type = RopeType::kProportional;
   global_default.partial_rotary_factor = 0.25f;
   RopeDicts rd = SplitRopeParameters(f);
-  if (rd.flat.Exists()) f.Fail("rope_parameters", "expected per-layer-type entries (full_attention, sliding_attention)");
+  if (rd.flat.Exists())
+    f.Fail("rope_parameters", "expected per-layer-type entries (full_attention, sliding_attention)");
   RopeConfig sliding = ReadRope(rd.sliding, sliding_default);
   RopeConfig global = ReadRope(rd.global, global_default);
 
@@ -548,7 +551,8 @@ void ParseGemma4(Fields& f, ModelConfig& c) {
     c.top_k_experts = f.PositiveInt("top_k_experts", 0);
     c.moe_intermediate_size = f.PositiveInt("moe_intermediate_size", 0);
     if (f.ok() && c.top_k_experts > c.num_experts) {
-      f.Fail("top_k_experts", absl::StrCat("top_k_experts (", c.top_k_experts, ") exceeds num_experts (", c.num_experts, ")"));
+      f.Fail("top_k_experts",
+             absl::StrCat("top_k_experts (", c.top_k_experts, ") exceeds num_experts (", c.num_experts, ")"));
     }
   }
 
@@ -559,8 +563,8 @@ void ParseGemma4(Fields& f, ModelConfig& c) {
 
   c.num_kv_shared_layers = f.Int("num_kv_shared_layers", 0);
   if (f.ok() && (c.num_kv_shared_layers < 0 || c.num_kv_shared_layers >= k.layers)) {
-    f.Fail("num_kv_shared_layers", absl::StrCat("must be in [0, num_hidden_layers) = [0, ", k.layers, "), got ",
-                                                c.num_kv_shared_layers));
+    f.Fail("num_kv_shared_layers",
+           absl::StrCat("must be in [0, num_hidden_layers) = [0, ", k.layers, "), got ", c.num_kv_shared_layers));
   }
   bool double_wide = f.Bool("use_double_wide_mlp", false);
 
@@ -592,9 +596,9 @@ void ParseGemma4(Fields& f, ModelConfig& c) {
         }
       }
       if (l.kv_source_layer < 0) {
-        f.Fail("num_kv_shared_layers", absl::StrCat("layer ", i, " (", Av(AttentionKindName(kind)),
-                                                    ") shares KV but no earlier non-shared ", Av(AttentionKindName(kind)),
-                                                    " layer exists"));
+        f.Fail("num_kv_shared_layers",
+               absl::StrCat("layer ", i, " (", Av(AttentionKindName(kind)), ") shares KV but no earlier non-shared ",
+                            Av(AttentionKindName(kind)), " layer exists"));
         return;
       }
       if (double_wide) l.intermediate_size = 2 * k.intermediate;
@@ -614,7 +618,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::st
     return absl::InvalidArgumentError(absl::StrCat(source, ": malformed JSON: ", e.what()));
   }
   if (!root.is_object()) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ": expected a JSON object at the top level, got ", root.type_name()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": expected a JSON object at the top level, got ", root.type_name()));
   }
 
   ErrorSink sink{source, absl::OkStatus()};
@@ -667,16 +672,14 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view json_text, std::st
 
   // Token ids and tying live at the top level of wrapper configs (the inner
   // text_config keeps class defaults), so the outer value wins.
-  auto token = [&](const char* key, int dflt) {
-    return top.Has(key) ? top.Int(key, dflt) : text.Int(key, dflt);
-  };
+  auto token = [&](const char* key, int dflt) { return top.Has(key) ? top.Int(key, dflt) : text.Int(key, dflt); };
   c.pad_token_id = token("pad_token_id", 0);
   c.bos_token_id = token("bos_token_id", 2);
   std::optional<std::vector<int>> eos = top.IntOrIntList("eos_token_id");
   if (!eos && c.nested_text_config) eos = text.IntOrIntList("eos_token_id");
   c.eos_token_ids = eos.value_or(std::vector<int>{1});
-  c.tie_word_embeddings = top.Has("tie_word_embeddings") ? top.Bool("tie_word_embeddings", true)
-                                                         : text.Bool("tie_word_embeddings", true);
+  c.tie_word_embeddings =
+      top.Has("tie_word_embeddings") ? top.Bool("tie_word_embeddings", true) : text.Bool("tie_word_embeddings", true);
   if (!sink.status.ok()) return sink.status;
 
   RETURN_IF_ERROR(Annotate(ValidateModelConfig(c), source));
@@ -762,11 +765,13 @@ absl::Status ValidateModelConfig(const ModelConfig& c) {
   if (c.hidden_size_per_layer_input > 0 && c.vocab_size_per_layer_input <= 0) {
     return bad("per-layer embeddings need a positive vocab_size_per_layer_input");
   }
-  for (auto [name, id] : {std::pair<const char*, int>{"pad_token_id", c.pad_token_id}, {"bos_token_id", c.bos_token_id}}) {
+  for (auto [name, id] :
+       {std::pair<const char*, int>{"pad_token_id", c.pad_token_id}, {"bos_token_id", c.bos_token_id}}) {
     if (id < 0 || id >= c.vocab_size) return bad(name, " ", id, " is outside the vocabulary (", c.vocab_size, ")");
   }
   for (int id : c.eos_token_ids) {
-    if (id < 0 || id >= c.vocab_size) return bad("eos_token_id ", id, " is outside the vocabulary (", c.vocab_size, ")");
+    if (id < 0 || id >= c.vocab_size)
+      return bad("eos_token_id ", id, " is outside the vocabulary (", c.vocab_size, ")");
   }
   return absl::OkStatus();
 }
@@ -794,8 +799,9 @@ std::string DescribeLayer(const LayerConfig& l, const ModelConfig& c) {
 }  // namespace
 
 std::string DescribeConfig(const ModelConfig& c) {
-  std::string out = absl::StrCat(c.model_type, " (", Av(ModelFamilyName(c.family)), "): ", c.num_layers, " layers, hidden ",
-                                 c.hidden_size, ", vocab ", c.vocab_size, ", context ", c.max_position_embeddings);
+  std::string out =
+      absl::StrCat(c.model_type, " (", Av(ModelFamilyName(c.family)), "): ", c.num_layers, " layers, hidden ",
+                   c.hidden_size, ", vocab ", c.vocab_size, ", context ", c.max_position_embeddings);
   absl::StrAppend(&out, ", attention scale ", c.attention_scale);
   if (c.attn_logit_softcap > 0) absl::StrAppend(&out, ", attn softcap ", c.attn_logit_softcap);
   if (c.final_logit_softcap > 0) absl::StrAppend(&out, ", final softcap ", c.final_logit_softcap);

@@ -27,9 +27,9 @@ enum class RopeType {
                   // rest have inv_freq 0 (identity); then inv_freq /= factor
 };
 
-std::string_view ModelFamilyName(ModelFamily f);  // "gemma2", ...
+std::string_view ModelFamilyName(ModelFamily f);      // "gemma2", ...
 std::string_view AttentionKindName(AttentionKind k);  // "sliding" / "global"
-std::string_view RopeTypeName(RopeType t);  // "default" / "linear" / "proportional"
+std::string_view RopeTypeName(RopeType t);            // "default" / "linear" / "proportional"
 
 struct RopeConfig {
   float theta = 10000.0f;
@@ -50,20 +50,20 @@ struct LayerConfig {
   int head_dim = 0;
   int sliding_window = 0;  // keys with t - s in [0, window-1]; 0 on global layers
   RopeConfig rope;
-  bool k_eq_v = false;       // no v_proj: V is the raw (pre-k_norm) K projection
-  int kv_source_layer = -1;  // -1: owns its KV; else the layer whose K/V it reads
+  bool k_eq_v = false;        // no v_proj: V is the raw (pre-k_norm) K projection
+  int kv_source_layer = -1;   // -1: owns its KV; else the layer whose K/V it reads
   int intermediate_size = 0;  // dense MLP width (Gemma 4 MoE: the always-on MLP)
   bool moe = false;           // adds the routed experts (ModelConfig::num_experts...)
 
   bool is_sliding() const { return attention == AttentionKind::kSliding; }
   bool owns_kv() const { return kv_source_layer < 0; }
-  int q_dim() const { return num_heads * head_dim; }    // q_proj rows
+  int q_dim() const { return num_heads * head_dim; }      // q_proj rows
   int kv_dim() const { return num_kv_heads * head_dim; }  // k_proj / v_proj rows
 };
 
 struct ModelConfig {
   ModelFamily family = ModelFamily::kGemma3;
-  std::string model_type;       // top-level config.json model_type ("gemma3", ...)
+  std::string model_type;           // top-level config.json model_type ("gemma3", ...)
   bool nested_text_config = false;  // decoder read from "text_config" (VLM wrapper)
 
   int hidden_size = 0;
@@ -72,10 +72,10 @@ struct ModelConfig {
   int max_position_embeddings = 0;
 
   float rms_norm_eps = 1e-6f;
-  bool norm_weight_plus_one = false;  // HF Gemma 2/3 norms compute x̂·(1+w)
-  bool qk_norm = false;               // per-head q_norm / k_norm (Gemma 3, 4)
-  bool v_norm = false;                // weightless RMSNorm on V (Gemma 4)
-  bool layer_scalar = false;          // per-layer learned output scale (Gemma 4)
+  bool norm_weight_plus_one = false;   // HF Gemma 2/3 norms compute x̂·(1+w)
+  bool qk_norm = false;                // per-head q_norm / k_norm (Gemma 3, 4)
+  bool v_norm = false;                 // weightless RMSNorm on V (Gemma 4)
+  bool layer_scalar = false;           // per-layer learned output scale (Gemma 4)
   float query_pre_attn_scalar = 0.0f;  // 0 where unused (Gemma 4)
   float attention_scale = 1.0f;        // qpas^-1/2 (Gemma 2/3) or 1.0 (Gemma 4)
   float attn_logit_softcap = 0.0f;     // 0 = none

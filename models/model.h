@@ -20,7 +20,8 @@ namespace facet {
 
 class Model {
  public:
-  // Loads an HF model directory (config.json + safetensors). `pool` must
+  // Loads an HF model directory (config.json + safetensors) or a .gguf file.
+  // `pool` must
   // outlive the model; null runs single-threaded.
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, ThreadPool* pool);
 

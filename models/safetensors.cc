@@ -135,18 +135,30 @@ bool SafeRelativePath(const std::string& name) {
 
 std::string_view SafetensorsDTypeName(DType t) {
   switch (t) {
-    case DType::kF32: return "F32";
-    case DType::kF16: return "F16";
-    case DType::kBF16: return "BF16";
-    case DType::kF64: return "F64";
-    case DType::kI8: return "I8";
-    case DType::kU8: return "U8";
-    case DType::kI16: return "I16";
-    case DType::kI32: return "I32";
-    case DType::kI64: return "I64";
-    case DType::kBool: return "BOOL";
-    case DType::kF8E4M3: return "F8_E4M3";
-    case DType::kF8E5M2: return "F8_E5M2";
+    case DType::kF32:
+      return "F32";
+    case DType::kF16:
+      return "F16";
+    case DType::kBF16:
+      return "BF16";
+    case DType::kF64:
+      return "F64";
+    case DType::kI8:
+      return "I8";
+    case DType::kU8:
+      return "U8";
+    case DType::kI16:
+      return "I16";
+    case DType::kI32:
+      return "I32";
+    case DType::kI64:
+      return "I64";
+    case DType::kBool:
+      return "BOOL";
+    case DType::kF8E4M3:
+      return "F8_E4M3";
+    case DType::kF8E5M2:
+      return "F8_E5M2";
   }
   return "";
 }
@@ -272,8 +284,8 @@ absl::StatusOr<WeightCheckpoint> WeightCheckpoint::Open(const std::string& path)
     for (const TensorInfo& t : ck.files_[size_t(fi)].tensors()) {
       auto [it, inserted] = ck.by_name_.try_emplace(t.name, ck.tensors_.size());
       if (!inserted) {
-        return Invalid(ck.source_, "tensor \"", t.name, "\" appears in both ",
-                       ck.FileOf(ck.tensors_[it->second]), " and ", ck.files_[size_t(fi)].path());
+        return Invalid(ck.source_, "tensor \"", t.name, "\" appears in both ", ck.FileOf(ck.tensors_[it->second]),
+                       " and ", ck.files_[size_t(fi)].path());
       }
       TensorInfo copy = t;
       copy.file_index = fi;
@@ -387,8 +399,8 @@ absl::StatusOr<TensorView> WeightCheckpoint::SliceRows(std::string_view name, in
   if (t->shape.rank() < 1) return Invalid(FileOf(*t), "tensor \"", Av(name), "\" is a scalar; it has no rows");
   const int64_t rows = t->shape[0];
   if (begin < 0 || len < 0 || begin > rows || len > rows - begin) {
-    return Invalid(FileOf(*t), "tensor \"", Av(name), "\" ", t->shape.ToString(), ": rows [", begin, ", ", begin,
-                   " + ", len, ") are outside [0, ", rows, ")");
+    return Invalid(FileOf(*t), "tensor \"", Av(name), "\" ", t->shape.ToString(), ": rows [", begin, ", ", begin, " + ",
+                   len, ") are outside [0, ", rows, ")");
   }
   TensorView v = View(*t);
   const size_t row_bytes = rows == 0 ? 0 : size_t(t->nbytes / uint64_t(rows));

@@ -84,8 +84,7 @@ class WeightCheckpoint {
   // Copies the slice [begin, begin + len) along `dim` into `dst` (which must
   // hold at least the slice's bytes), so a rank reads only its shard. The
   // result is row-major with shape[dim] = len. For dim 0 it is one memcpy.
-  absl::Status ReadSlice(std::string_view name, int dim, int64_t begin, int64_t len, void* dst,
-                         size_t dst_bytes) const;
+  absl::Status ReadSlice(std::string_view name, int dim, int64_t begin, int64_t len, void* dst, size_t dst_bytes) const;
   // Zero-copy view of rows [begin, begin + len) along dim 0.
   absl::StatusOr<TensorView> SliceRows(std::string_view name, int64_t begin, int64_t len) const;
 

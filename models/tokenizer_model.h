@@ -1,6 +1,6 @@
 // Internal to the tokenizer: the immutable model both loaders fill
-// (tokenizer_hf.cc from tokenizer.json, tokenizer.cc from a GGUF vocabulary)
-// and Tokenizer::Encode / Decode run on. Not part of the public API.
+// (tokenizer_hf.cc from tokenizer.json, tokenizer_vocab.cc from a GGUF
+// vocabulary) and Tokenizer::Encode / Decode run on. Not part of the public API.
 #pragma once
 
 #include <array>
@@ -148,6 +148,16 @@ struct TokenizerModel {
   void SetPiece(int32_t id, std::string piece, uint8_t flags);
   std::optional<int32_t> Lookup(std::string_view piece) const;
 };
+
+// Length of the UTF-8 sequence starting at `s[i]` if it is complete and valid
+// (Rust's rules: no overlongs, surrogates or code points above U+10FFFF); 0 if it
+// is a valid but truncated prefix; -1 if it is invalid.
+int Utf8SequenceLength(std::string_view s, size_t i);
+
+// Appends the ids of normalized text that holds no added tokens:
+// pre-tokenizer, then BPE with byte fallback on each word (tokenizer_bpe.cc).
+void EncodeNormalizedPiece(const TokenizerModel& m, std::string_view text,
+                           std::vector<int32_t>& out);
 
 // Applies the normalizer steps to `text`.
 std::string Normalize(const std::vector<NormalizerStep>& steps, std::string_view text);

@@ -131,15 +131,9 @@ void DotRange(const float* x, int64_t m, const WT* w, int64_t N, int64_t K, floa
 
 constexpr int64_t kNR = 2 * kLanes;             // panel width (output columns)
 constexpr int kMR = kLanes >= 16 ? 12 : 6;      // x rows per micro-tile: 2·MR accumulators
-#ifndef FACET_KC
-#define FACET_KC 256
-#endif
-#ifndef FACET_PPB
-#define FACET_PPB 4
-#endif
-constexpr int64_t kKC = FACET_KC;                    // k depth of a packed block
+constexpr int64_t kKC = 256;                    // k depth of a packed block
 constexpr int64_t kMC = kMR * 32;               // x rows packed at once (MC·KC·4 B in L2)
-constexpr int64_t kPanelsPerBlock = FACET_PPB;          // panels sharing one x micro-panel in L1
+constexpr int64_t kPanelsPerBlock = 4;          // weight panels packed per work item
 constexpr int64_t kNB = kNR * kPanelsPerBlock;  // output columns per parallel work item
 
 using DI = hn::RebindToSigned<DF>;
@@ -216,8 +210,9 @@ void PackPanel(const WT* w, int64_t N, int64_t K, int64_t n0, int64_t k0, int64_
       if (cols == kCols && rows == int64_t(kLanes)) {
         for (int64_t r = 0; r < int64_t(kLanes); ++r) {
           const WT* src = base + r * K + k;
-          // Many short row streams at once outrun the hardware prefetcher.
-          if (k + 4 * kCols < kc) hwy::Prefetch(src + 4 * kCols);
+          // A block row is only kc long, too short for the hardware
+          // prefetcher to pick up; fetch the same line of the next row group.
+          hwy::Prefetch(src + int64_t(kLanes) * K);
           v[r] = hn::LoadU(du, reinterpret_cast<const uint32_t*>(src));
         }
       } else if (cols == kCols) {
@@ -360,10 +355,7 @@ void Gemm(const float* x, int64_t m, const WT* w, int64_t N, int64_t K, float* y
 
 // Below this many rows the dot-product path wins: packing costs about as much
 // as streaming the weights, and only pays off when reused over many rows.
-#ifndef FACET_GMR
-#define FACET_GMR 16
-#endif
-constexpr int64_t kGemmMinRows = FACET_GMR;
+constexpr int64_t kGemmMinRows = 32;
 
 template <typename WT>
 void MatMulTyped(const float* x, int64_t m, const WT* w, int64_t N, int64_t K, float* y,

@@ -4,14 +4,14 @@
 // not from the parser.
 #include "models/config.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "core/half.h"
 #include "core/mmap.h"
@@ -23,9 +23,7 @@ namespace {
 using ::testing::HasSubstr;
 using json = nlohmann::json;
 
-std::string ConfigDir(const std::string& name) {
-  return std::string(FACET_SOURCE_DIR) + "/tests/data/configs/" + name;
-}
+std::string ConfigDir(const std::string& name) { return std::string(FACET_SOURCE_DIR) + "/tests/data/configs/" + name; }
 
 ModelConfig LoadOrDie(const std::string& name) {
   absl::StatusOr<ModelConfig> c = LoadModelConfig(ConfigDir(name));
@@ -77,6 +75,7 @@ std::ostream& operator<<(std::ostream& os, const Official& o) { return os << o.d
 const std::vector<Official>& OfficialConfigs() {
   using F = ModelFamily;
   using R = RopeType;
+  // clang-format off
   static const std::vector<Official> kAll = {
       // Gemma 4 (§9.1).
       {"gemma-4-E2B-it", F::kGemma4, 1536, 35, 262144, 131072, 6144, Every(4, 5, 34), 8, 1, 1, 256, 512, 512,
@@ -106,6 +105,7 @@ const std::vector<Official>& OfficialConfigs() {
       {"gemma-2-27b", F::kGemma2, 4608, 46, 256000, 8192, 36864, Every(1, 2, 45), 32, 16, 16, 128, 128, 4096, 1e4f,
        1e4f, R::kDefault, 1.0f, 64, 144, 50, 30, 68.0f, {1}, false},
   };
+  // clang-format on
   return kAll;
 }
 
@@ -280,9 +280,9 @@ TEST(ConfigTest, DescribeHasOneLinePerLayerKind) {
 absl::StatusOr<ModelConfig> Parse(const json& j) { return ParseModelConfig(j.dump(), "test/config.json"); }
 
 json MinimalGemma4Text() {
-  return {{"model_type", "gemma4_text"}, {"hidden_size", 64}, {"num_hidden_layers", 8},
-          {"intermediate_size", 128},    {"num_attention_heads", 4}, {"num_key_value_heads", 2},
-          {"head_dim", 16},              {"global_head_dim", 32}};
+  return {
+      {"model_type", "gemma4_text"}, {"hidden_size", 64},        {"num_hidden_layers", 8}, {"intermediate_size", 128},
+      {"num_attention_heads", 4},    {"num_key_value_heads", 2}, {"head_dim", 16},         {"global_head_dim", 32}};
 }
 
 // Keys absent from a gemma4_text config take Gemma4TextConfig defaults: the

@@ -1,5 +1,8 @@
 #include "models/safetensors.h"
 
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -7,9 +10,6 @@
 #include <map>
 #include <string>
 #include <vector>
-
-#include <gmock/gmock.h>
-#include <gtest/gtest.h>
 
 #include "core/half.h"
 #include "core/mmap.h"
@@ -23,7 +23,8 @@ namespace fs = std::filesystem;
 // A fresh directory per test.
 std::string TestDir() {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
-  fs::path dir = fs::path(::testing::TempDir()) / (std::string("facet_st_") + info->test_suite_name() + "_" + info->name());
+  fs::path dir =
+      fs::path(::testing::TempDir()) / (std::string("facet_st_") + info->test_suite_name() + "_" + info->name());
   fs::remove_all(dir);
   fs::create_directories(dir);
   return dir.string();
@@ -81,7 +82,8 @@ void Write(const std::string& path, const std::vector<HostTensor>& tensors,
 }
 
 // A file from a literal header and data section (little-endian length prefix).
-void WriteRaw(const std::string& path, const std::string& header, const std::string& data, int64_t length_override = -1) {
+void WriteRaw(const std::string& path, const std::string& header, const std::string& data,
+              int64_t length_override = -1) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   uint64_t n = length_override >= 0 ? uint64_t(length_override) : header.size();
   for (int i = 0; i < 8; ++i) out.put(char(uint8_t(n >> (8 * i))));
@@ -381,9 +383,10 @@ TEST(SafetensorsErrorTest, MalformedHeaders) {
   ExpectOpenError(p, "run past the data section (4 bytes)");
 
   p = file();
-  WriteRaw(p,
-           R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
-           eight);
+  WriteRaw(
+      p,
+      R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})",
+      eight);
   ExpectOpenError(p, "overlap");
 
   p = file();
@@ -449,8 +452,7 @@ TEST(SafetensorsErrorTest, BadIndexes) {
 TEST(SafetensorsErrorTest, CorruptedFilesNeverCrash) {
   const std::string dir = TestDir();
   const std::string good = dir + "/good.safetensors";
-  Write(good, {F32("a.weight", {3, 5}, 1.0f), Bf16("b", {4}, 2.0f),
-               I32("c", {2, 2, 2}, [](const auto&) { return 7; })},
+  Write(good, {F32("a.weight", {3, 5}, 1.0f), Bf16("b", {4}, 2.0f), I32("c", {2, 2, 2}, [](const auto&) { return 7; })},
         {{"format", "pt"}});
   absl::StatusOr<std::string> bytes = ReadFileToString(good);
   ASSERT_TRUE(bytes.ok());
@@ -487,7 +489,7 @@ TEST(SafetensorsErrorTest, CorruptedFilesNeverCrash) {
       attempt(m);
     }
   }
-  EXPECT_GT(opened, 0);   // data-section flips leave a valid file
+  EXPECT_GT(opened, 0);                       // data-section flips leave a valid file
   EXPECT_GT(rejected, int(original.size()));  // every truncation is rejected
 }
 
