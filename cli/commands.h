@@ -9,6 +9,9 @@ namespace facet::cli {
 void RegisterTokenize(CLI::App& app);
 void RegisterGenerate(CLI::App& app);
 void RegisterBench(CLI::App& app);
+void RegisterChat(CLI::App& app);
+void RegisterServe(CLI::App& app);
+void RegisterClient(CLI::App& app);
 
 // Exit code recorded by the subcommand that ran (0 when none failed).
 int ExitCode();

@@ -30,15 +30,6 @@ struct GenerateCmdOptions {
   SamplingParams sampling;
 };
 
-ChatFormat ChatFormatFor(ModelFamily f) {
-  switch (f) {
-    case ModelFamily::kGemma2: return ChatFormat::kGemma2;
-    case ModelFamily::kGemma3: return ChatFormat::kGemma3;
-    case ModelFamily::kGemma4: return ChatFormat::kGemma4;
-  }
-  return ChatFormat::kGemma3;
-}
-
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
   std::vector<int32_t> ids;
   for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipEmpty())) {
@@ -82,12 +73,7 @@ int RunGenerate(GenerateCmdOptions opt) {
     prompt = tok->Encode(text, /*add_bos=*/!opt.chat);
   }
 
-  for (int id : cfg.eos_token_ids) opt.sampling.stop_token_ids.push_back(id);
-  if (tok) {
-    for (const char* end : {"<end_of_turn>", "<turn|>"}) {
-      if (auto id = tok->TokenToId(end)) opt.sampling.stop_token_ids.push_back(*id);
-    }
-  }
+  for (int32_t id : DefaultStopTokens(cfg, tok.get())) opt.sampling.stop_token_ids.push_back(id);
 
   std::unique_ptr<IncrementalDetokenizer> detok;
   if (tok) detok = std::make_unique<IncrementalDetokenizer>(*tok);

@@ -19,4 +19,23 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& path
   return std::make_unique<Tokenizer>(std::move(tok));
 }
 
+ChatFormat ChatFormatFor(ModelFamily family) {
+  switch (family) {
+    case ModelFamily::kGemma2: return ChatFormat::kGemma2;
+    case ModelFamily::kGemma3: return ChatFormat::kGemma3;
+    case ModelFamily::kGemma4: return ChatFormat::kGemma4;
+  }
+  return ChatFormat::kGemma3;
+}
+
+std::vector<int32_t> DefaultStopTokens(const ModelConfig& config, const Tokenizer* tok) {
+  std::vector<int32_t> stop(config.eos_token_ids.begin(), config.eos_token_ids.end());
+  if (tok) {
+    for (const char* end : {"<end_of_turn>", "<turn|>"}) {
+      if (auto id = tok->TokenToId(end)) stop.push_back(*id);
+    }
+  }
+  return stop;
+}
+
 }  // namespace facet::cli

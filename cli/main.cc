@@ -9,7 +9,10 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "facet 0.1.0");
   facet::cli::RegisterTokenize(app);
   facet::cli::RegisterGenerate(app);
+  facet::cli::RegisterChat(app);
   facet::cli::RegisterBench(app);
+  facet::cli::RegisterServe(app);
+  facet::cli::RegisterClient(app);
   CLI11_PARSE(app, argc, argv);
   return facet::cli::ExitCode();
 }

@@ -9,10 +9,11 @@
 #include <vector>
 
 #include "models/config.h"
+#include "models/kv_store.h"
 
 namespace facet {
 
-class KvCache {
+class KvCache : public KvStore {
  public:
   KvCache(const ModelConfig& config, int64_t capacity);
 
@@ -25,13 +26,18 @@ class KvCache {
   float* v(int layer) { return store_[owner_[layer]].v.data(); }  // [capacity, Nkv, D]
   size_t bytes() const;
 
+  void Write(int layer, const SeqSegment& s, const float* k, const float* v) override;
+  void Read(int layer, const SeqSegment& s, int64_t begin, int64_t end, const float** k,
+            const float** v) override;
+
  private:
   struct Store {
     std::vector<float> k, v;
   };
   int64_t capacity_;
   int64_t length_ = 0;
-  std::vector<int> owner_;  // layer -> index into store_
+  std::vector<int> owner_;     // layer -> index into store_
+  std::vector<int64_t> row_;   // layer -> floats per position (Nkv·D)
   std::vector<Store> store_;
 };
 

@@ -48,11 +48,11 @@ absl::Status SelfAttention(LayerContext& c, const float* h, float* out) {
   }
   cpu::Rope(q, c.positions, T, l.num_heads, D, c.w.rope_inv_freq.data());
 
-  const int64_t pos0 = c.positions[0];
   const int64_t kv_row = l.kv_dim();
+  const int64_t q_row = l.q_dim();
+  float* k = c.a.k.data();
+  float* v = c.a.v.data();
   if (l.owns_kv()) {
-    float* k = c.a.k.data();
-    float* v = c.a.v.data();
     RETURN_IF_ERROR(cpu::MatMul(h, T, c.w.k, k, c.pool));
     if (l.k_eq_v) {
       // V is the raw K projection, taken before k_norm and RoPE (spec §4.8).
@@ -65,25 +65,29 @@ absl::Status SelfAttention(LayerContext& c, const float* h, float* out) {
     }
     if (cfg.v_norm) cpu::RmsNorm(v, nullptr, v, T * l.num_kv_heads, D, cfg.rms_norm_eps, false);
     cpu::Rope(k, c.positions, T, l.num_kv_heads, D, c.w.rope_inv_freq.data());
-    std::memcpy(c.cache->k(c.index) + pos0 * kv_row, k, sizeof(float) * T * kv_row);
-    std::memcpy(c.cache->v(c.index) + pos0 * kv_row, v, sizeof(float) * T * kv_row);
   }
 
-  // A sliding layer only needs the last window-1 keys before this chunk.
-  int64_t kv_begin = 0;
-  if (l.is_sliding()) kv_begin = std::max<int64_t>(0, pos0 - (l.sliding_window - 1));
-  const int64_t kv_end = pos0 + T;
   cpu::AttentionParams p;
-  p.num_q_tokens = T;
   p.num_heads = l.num_heads;
   p.num_kv_heads = l.num_kv_heads;
   p.head_dim = D;
   p.scale = cfg.attention_scale;
   p.softcap = cfg.attn_logit_softcap;
   p.window = l.is_sliding() ? l.sliding_window : 0;
-  RETURN_IF_ERROR(cpu::Attention(p, q, c.positions, c.cache->k(c.index) + kv_begin * kv_row,
-                                 c.cache->v(c.index) + kv_begin * kv_row, kv_end - kv_begin,
-                                 kv_begin, c.a.attn.data(), c.pool));
+  for (const SeqSegment& s : c.segments) {
+    if (l.owns_kv()) c.kv->Write(c.index, s, k + s.token_begin * kv_row, v + s.token_begin * kv_row);
+    // A sliding layer only needs the last window-1 keys before this segment.
+    int64_t kv_begin = 0;
+    if (l.is_sliding()) kv_begin = std::max<int64_t>(0, s.pos0 - (l.sliding_window - 1));
+    const int64_t kv_end = s.pos0 + s.num_tokens;
+    const float* kc;
+    const float* vc;
+    c.kv->Read(c.index, s, kv_begin, kv_end, &kc, &vc);
+    p.num_q_tokens = s.num_tokens;
+    RETURN_IF_ERROR(cpu::Attention(p, q + s.token_begin * q_row, c.positions + s.token_begin, kc, vc,
+                                   kv_end - kv_begin, kv_begin, c.a.attn.data() + s.token_begin * q_row,
+                                   c.pool));
+  }
   return cpu::MatMul(c.a.attn.data(), T, c.w.o, out, c.pool);
 }
 

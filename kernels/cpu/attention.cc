@@ -66,22 +66,25 @@ constexpr int kPvVecs = kLanes >= 16 ? 4 : 2;
 
 int64_t RoundUp(int64_t n, int64_t m) { return (n + m - 1) / m * m; }
 
-// acc[j] holds kLanes partial sums of key j's dot product; returns the vector
-// whose lane j is Σ acc[j]. Each round adds the even and odd lanes of two
-// vectors side by side (ConcatEven + ConcatOdd), halving the vector count
-// while the vector index moves into the lane index.
-HWY_INLINE VF SumEachVector(VF* acc) {
-#if HWY_TARGET == HWY_SCALAR
-  return acc[0];
-#else
-  const DF df;
-  for (int64_t count = kLanes; count > 1; count /= 2) {
-    for (int64_t i = 0; i < count / 2; ++i) {
+// acc[j] holds kLanes partial sums of key j's dot product; leaves in acc[0]
+// the vector whose lane j is Σ acc[j]. Each round adds the even and odd lanes
+// of two vectors side by side (ConcatEven + ConcatOdd), halving the vector
+// count while the vector index moves into the lane index. Compile-time trip
+// counts let the compiler keep every accumulator in a register.
+template <int64_t kCount>
+HWY_INLINE void SumEachVector(VF* acc) {
+#if HWY_TARGET != HWY_SCALAR
+  if constexpr (kCount > 1) {
+    const DF df;
+#pragma GCC unroll 16
+    for (int64_t i = 0; i < kCount / 2; ++i) {
       acc[i] = hn::Add(hn::ConcatEven(df, acc[2 * i + 1], acc[2 * i]),
                        hn::ConcatOdd(df, acc[2 * i + 1], acc[2 * i]));
     }
+    SumEachVector<kCount / 2>(acc);
   }
-  return acc[0];
+#else
+  (void)acc;
 #endif
 }
 
@@ -91,6 +94,7 @@ HWY_INLINE VF SumEachVector(VF* acc) {
 HWY_INLINE VF ScoreVector(const float* HWY_RESTRICT q, const float* HWY_RESTRICT kp, int64_t Dp) {
   const DF df;
   VF acc[kLanes];
+#pragma GCC unroll 16
   for (int64_t j = 0; j < kLanes; ++j) acc[j] = hn::Zero(df);
   for (int64_t d = 0; d < Dp; d += kLanes) {
     const VF qv = hn::Load(df, q + d);
@@ -100,7 +104,8 @@ HWY_INLINE VF ScoreVector(const float* HWY_RESTRICT q, const float* HWY_RESTRICT
       acc[j] = hn::MulAdd(qv, hn::Load(df, chunk + j * kLanes), acc[j]);
     }
   }
-  return SumEachVector(acc);
+  SumEachVector<kLanes>(acc);
+  return acc[0];
 }
 
 // acc[r, c·kLanes ..] = acc · corr[r] + Σ_j p[r, j] · v[j, c·kLanes ..] for
@@ -168,7 +173,7 @@ struct Scratch {
   float* m;      // [rows] running max
   float* l;      // [rows] running sum
   float* corr;   // [rows] this tile's rescale
-  float* kpad;   // [kTile, Dp] K tile, packed for ScoreVector
+  float* kpad;   // [kLanes, Dp] K sub-tile, packed for ScoreVector
   float* vpad;   // [kTile, Dp] V tile copy when head_dim is ragged
   int64_t* lo;   // [rows] visible key range
   int64_t* hi;
@@ -209,20 +214,6 @@ void AttendItem(const internal::AttnJob& job, int64_t t0, int64_t nt, int64_t kv
     const int64_t n = std::min(kTile, j1 - jt);
     const float* kt = job.k + (jt * p.num_kv_heads + kvh) * D;
     const float* vt = job.v + (jt * p.num_kv_heads + kvh) * D;
-    // K tile -> [sub-tile][chunk][key][lane], zero for missing keys / dims.
-    for (int64_t j = 0; j < kTile; ++j) {
-      float* dst = sc.kpad + (j / kLanes) * Dp * kLanes + (j % kLanes) * kLanes;
-      const float* src = kt + j * kv_stride;
-      for (int64_t d = 0; d < Dp; d += kLanes) {
-        float* out = dst + d * kLanes;
-        if (j < n && d + kLanes <= D) {
-          std::memcpy(out, src + d, kLanes * sizeof(float));
-        } else {
-          std::fill(out, out + kLanes, 0.0f);
-          if (j < n && d < D) std::memcpy(out, src + d, (D - d) * sizeof(float));
-        }
-      }
-    }
     int64_t vstride = kv_stride;
     if (ragged || n < kTile) {
       // V rows padded to Dp and missing keys as zero rows, so the vector
@@ -235,11 +226,25 @@ void AttendItem(const internal::AttnJob& job, int64_t t0, int64_t nt, int64_t kv
       vt = sc.vpad;
       vstride = Dp;
     }
-    // Scores, sub-tile outer so kLanes K rows stay in L1 across the rows.
+    // Scores, one sub-tile of kLanes keys at a time: packed (see
+    // ScoreVector) into a buffer that stays in L1 across all rows.
     for (int64_t sub = 0; sub < kTile; sub += kLanes) {
+      for (int64_t j = 0; j < kLanes; ++j) {
+        const float* src = kt + (sub + j) * kv_stride;
+        const bool present = sub + j < n;
+        for (int64_t d = 0; d < Dp; d += kLanes) {
+          float* dst = sc.kpad + d * kLanes + j * kLanes;
+          if (present && d + kLanes <= D) {
+            std::memcpy(dst, src + d, kLanes * sizeof(float));
+          } else {  // missing key or ragged end of head_dim: zeros
+            std::fill(dst, dst + kLanes, 0.0f);
+            if (present && d < D) std::memcpy(dst, src + d, (D - d) * sizeof(float));
+          }
+        }
+      }
       const auto key = hn::Iota(di, int32_t(jt + sub));
       for (int64_t r = 0; r < rows; ++r) {
-        VF s = hn::Mul(ScoreVector(sc.q + r * Dp, sc.kpad + sub * Dp, Dp), vscale);
+        VF s = hn::Mul(ScoreVector(sc.q + r * Dp, sc.kpad, Dp), vscale);
         if (p.softcap > 0.0f) s = hn::Mul(hn::Tanh(df, hn::Div(s, vcap)), vcap);
         const auto visible = hn::And(hn::Gt(key, hn::Set(di, int32_t(sc.lo[r] - 1))),
                                      hn::Lt(key, hn::Set(di, int32_t(std::min(sc.hi[r], jt + n)))));
@@ -281,7 +286,7 @@ void RunItems(const internal::AttnJob& job, int64_t i0, int64_t i1) {
   const int64_t rows_pad = RoundUp(max_rows, kLanes);
   thread_local internal::ScratchFloats scratch;
   thread_local std::vector<int64_t> ranges;
-  float* base = scratch.Get(size_t(rows_pad * (2 * Dp + kTile + 3) + 2 * kTile * Dp));
+  float* base = scratch.Get(size_t(rows_pad * (2 * Dp + kTile + 3) + (kLanes + kTile) * Dp));
   ranges.resize(2 * max_rows);
   Scratch sc;
   sc.q = base;  // every array below starts on a vector boundary
@@ -291,7 +296,7 @@ void RunItems(const internal::AttnJob& job, int64_t i0, int64_t i1) {
   sc.l = sc.m + rows_pad;
   sc.corr = sc.l + rows_pad;
   sc.kpad = sc.corr + rows_pad;
-  sc.vpad = sc.kpad + kTile * Dp;
+  sc.vpad = sc.kpad + kLanes * Dp;
   sc.lo = ranges.data();
   sc.hi = sc.lo + max_rows;
   for (int64_t item = i0; item < i1; ++item) {
@@ -380,8 +385,8 @@ absl::Status Attention(const AttentionParams& p, const float* q, const int32_t* 
   RETURN_IF_ERROR(internal::CheckAttention(p, q, q_pos, k, v, num_kv, kv_pos0, out));
   if (p.num_q_tokens == 0) return absl::OkStatus();
   const int64_t group = p.num_heads / p.num_kv_heads;
-  // About 32 rows (tokens × heads of a group) share each K/V tile.
-  const int64_t q_block = std::clamp<int64_t>(32 / group, 1, p.num_q_tokens);
+  // About 64 rows (tokens × heads of a group) share each K/V tile.
+  const int64_t q_block = std::clamp<int64_t>(64 / group, 1, p.num_q_tokens);
   internal::AttnJob job{p, q, q_pos, k, v, num_kv, kv_pos0, out, q_block, 1, nullptr};
   // Split the keys only when the items cannot keep every thread busy, and
   // only into pieces long enough to amortise the merge.

@@ -6,10 +6,11 @@
 //   widened to f32 in registers. Partial sums live in SIMD lanes and are
 //   reduced at the end of the row.
 // * Many rows (prefill): compute-bound. The classic BLIS scheme: a panel of
-//   NR weight rows × KC columns is converted to f32 and transposed once into
-//   per-thread scratch ([k][NR]), then a register-blocked MR × NR micro-kernel
-//   broadcasts x[i, k] and FMAs it with two vectors of the panel. Each y
-//   element is one sequential fp32 FMA chain over k.
+//   NR weight rows × KC columns is converted to f32 and transposed (in
+//   registers) once into per-thread scratch ([k][NR]), x is packed into
+//   MR-row strips, then a register-blocked MR × NR micro-kernel broadcasts
+//   x[i, k] and FMAs it with two vectors of the panel. Each y element is one
+//   sequential fp32 FMA chain over k.
 // Both parallelise over output columns (weight rows), so threads never share
 // an output element and the result does not depend on the thread count.
 
@@ -208,11 +209,12 @@ void PackPanel(const WT* w, int64_t N, int64_t K, int64_t n0, int64_t k0, int64_
       const int64_t cols = std::min(kCols, kc - k);
       VU v[kLanes];
       if (cols == kCols && rows == int64_t(kLanes)) {
+        // A block row is only kc long, too short for the hardware prefetcher
+        // to pick up; fetch the same line of the next row group.
+        const bool prefetch = n0 + g + 2 * int64_t(kLanes) <= N;
         for (int64_t r = 0; r < int64_t(kLanes); ++r) {
           const WT* src = base + r * K + k;
-          // A block row is only kc long, too short for the hardware
-          // prefetcher to pick up; fetch the same line of the next row group.
-          hwy::Prefetch(src + int64_t(kLanes) * K);
+          if (prefetch) hwy::Prefetch(src + int64_t(kLanes) * K);
           v[r] = hn::LoadU(du, reinterpret_cast<const uint32_t*>(src));
         }
       } else if (cols == kCols) {

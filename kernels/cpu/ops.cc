@@ -286,9 +286,14 @@ std::vector<float> RopeInvFreq(int64_t head_dim, float theta, float linear_facto
     rotated = int64_t(std::floor(double(partial_rotary_factor) * double(head_dim) / 2.0));
     denom = double(head_dim);
   } else {
-    const int64_t dim = int64_t(double(head_dim) * double(partial_rotary_factor));
-    rotated = (dim + 1) / 2;  // arange(0, dim, 2)
-    denom = double(dim);
+    // HF's default RoPE with partial_rotary_factor < 1 turns pairs (i, i + d/2)
+    // inside the first d dims (GPT-NeoX style); Rope() pairs across the full
+    // head, so that layout cannot be expressed. No Gemma uses it.
+    FACET_CHECK(partial_rotary_factor == 1.0f)
+        << "RopeInvFreq: partial_rotary_factor " << partial_rotary_factor
+        << " needs proportional RoPE";
+    rotated = half;
+    denom = double(head_dim);
   }
   rotated = std::clamp<int64_t>(rotated, 0, half);
   std::vector<float> inv(half, 0.0f);

@@ -38,13 +38,14 @@ void Embed(const WeightRef& table, const int32_t* ids, int64_t n, float scale, f
 void RmsNorm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps,
              bool plus_one);
 
-// RoPE inverse frequencies, head_dim / 2 of them, fp32 exactly as HF
-// transformers computes them (modeling_rope_utils.py):
-//   default:      1 / theta^(2i / d), d = int(head_dim · partial_rotary_factor),
-//                 zero for the pairs beyond d / 2;
+// RoPE inverse frequencies, head_dim / 2 of them, fp32 as HF transformers
+// computes them (modeling_rope_utils.py: 1.0 / theta ** (arange(0, d, 2) / d)):
+//   default:      1 / theta^(2i / head_dim) (partial_rotary_factor must be 1);
 //   proportional: (Gemma 4 global) 1 / theta^(2i / head_dim) for
 //                 i < int(partial_rotary_factor · head_dim / 2), zero after;
 //   then divided by linear_factor (Gemma 3 global "linear", 1 = none).
+// torch's pow is within an ulp of the true power; we use the correctly
+// rounded power, which it returns in all but rare ties.
 std::vector<float> RopeInvFreq(int64_t head_dim, float theta, float linear_factor,
                                float partial_rotary_factor, bool proportional);
 

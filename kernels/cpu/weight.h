@@ -19,7 +19,7 @@ enum class WeightFormat : uint8_t {
   kQ4_K,
   kQ5_K,
   kQ6_K,
-  kQ5_0,  // appended: values are stored, never renumber
+  kQ5_0,  // appended so the values above keep their numbers
 };
 
 std::string_view WeightFormatName(WeightFormat f);

@@ -228,17 +228,23 @@ def forward_logits(model, ids: list[int]) -> torch.Tensor:
         return model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float()
 
 
+def out_cache(out):
+    # transformers 5.x renamed past_key_values to cache; accept both spellings.
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else out.past_key_values
+
+
 def kv_decode(model, prompt: list[int], steps: int):
     """Prefill with a cache, then feed greedy tokens one at a time."""
     with torch.no_grad():
         out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-        cache = out.past_key_values
+        cache = out_cache(out)
         prefill = out.logits[0].float()
         greedy = [int(prefill[-1].argmax())]
         decode = []
         for _ in range(steps):
-            out = model(input_ids=torch.tensor([[greedy[-1]]]), past_key_values=cache, use_cache=True)
-            cache = out.past_key_values
+            out = model(input_ids=torch.tensor([[greedy[-1]]]), cache=cache, use_cache=True)
+            cache = out_cache(out)
             step = out.logits[0, -1].float()
             decode.append(step)
             greedy.append(int(step.argmax()))

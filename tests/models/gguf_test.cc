@@ -160,11 +160,12 @@ TEST(GgufRead, TensorsAndWeights) {
   w.SetAlignment(64);
   w.AddTensor("bf16.weight", ggml_type::kBF16, {4, 2}, std::string(16, '\x3f'));
   w.AddTensor("q41.weight", 3 /* Q4_1 */, {32, 1}, std::string(20, '\0'));
+  w.AddTensor("q50.weight", ggml_type::kQ5_0, {64, 2}, Quantized(WeightFormat::kQ5_0, Ramp(128, 0.3f), 64));
   auto f = OpenBytes("tensors", w.Serialize());
   ASSERT_TRUE(f.ok()) << f.status();
   EXPECT_EQ(f->alignment(), 64u);
   EXPECT_EQ(f->data_offset() % 64, 0u);
-  ASSERT_EQ(f->tensors().size(), 6u);
+  ASSERT_EQ(f->tensors().size(), 7u);
   for (const auto& t : f->tensors()) EXPECT_EQ(t.offset % 64, 0u) << t.name;
 
   const auto* q8 = f->FindTensor("q8.weight");
@@ -192,6 +193,17 @@ TEST(GgufRead, TensorsAndWeights) {
   const std::vector<float> want = Ramp(512 * 3, 0.1f);
   ASSERT_EQ(q4k.size(), want.size());
   for (size_t i = 0; i < want.size(); ++i) ASSERT_NEAR(q4k[i], want[i], 0.2f / 15) << i;
+  auto q50 = f->Weight("q50.weight");
+  ASSERT_TRUE(q50.ok()) << q50.status();
+  EXPECT_EQ(q50->format, WeightFormat::kQ5_0);
+  EXPECT_EQ(q50->rows, 2);
+  EXPECT_EQ(q50->cols, 64);
+  EXPECT_EQ(f->FindTensor("q50.weight")->nbytes, uint64_t(2 * 2 * 22));
+  std::vector<float> q5;
+  ASSERT_TRUE(f->DequantizeToF32("q50.weight", &q5).ok());
+  const std::vector<float> want5 = Ramp(128, 0.3f);
+  // One Q5_0 step is at most amax / 16 (the side opposite the largest value).
+  for (size_t i = 0; i < want5.size(); ++i) ASSERT_NEAR(q5[i], want5[i], 0.3f / 16 * 1.002f) << i;
   std::vector<float> n;
   ASSERT_TRUE(f->DequantizeToF32("norm.weight", &n).ok());
   EXPECT_EQ(n, Ramp(8, 1.0f));
@@ -208,16 +220,19 @@ TEST(GgufRead, FormatOfMatchesGgmlIds) {
   EXPECT_EQ(*GgufFile::FormatOf(0), WeightFormat::kF32);
   EXPECT_EQ(*GgufFile::FormatOf(1), WeightFormat::kF16);
   EXPECT_EQ(*GgufFile::FormatOf(2), WeightFormat::kQ4_0);
+  EXPECT_EQ(*GgufFile::FormatOf(6), WeightFormat::kQ5_0);
   EXPECT_EQ(*GgufFile::FormatOf(8), WeightFormat::kQ8_0);
   EXPECT_EQ(*GgufFile::FormatOf(12), WeightFormat::kQ4_K);
   EXPECT_EQ(*GgufFile::FormatOf(13), WeightFormat::kQ5_K);
   EXPECT_EQ(*GgufFile::FormatOf(14), WeightFormat::kQ6_K);
   EXPECT_EQ(*GgufFile::FormatOf(30), WeightFormat::kBF16);
   EXPECT_EQ(GgufFile::FormatOf(11).status().code(), absl::StatusCode::kUnimplemented);  // Q3_K
+  EXPECT_EQ(GgufFile::FormatOf(7).status().code(), absl::StatusCode::kUnimplemented);   // Q5_1
   EXPECT_EQ(GgufFile::FormatOf(4).status().code(), absl::StatusCode::kInvalidArgument);  // removed
   EXPECT_EQ(GgufFile::FormatOf(1000).status().code(), absl::StatusCode::kInvalidArgument);
   for (WeightFormat wf : {WeightFormat::kF32, WeightFormat::kF16, WeightFormat::kBF16, WeightFormat::kQ8_0,
-                          WeightFormat::kQ4_0, WeightFormat::kQ4_K, WeightFormat::kQ5_K, WeightFormat::kQ6_K}) {
+                          WeightFormat::kQ4_0, WeightFormat::kQ5_0, WeightFormat::kQ4_K, WeightFormat::kQ5_K,
+                          WeightFormat::kQ6_K}) {
     EXPECT_EQ(*GgufFile::FormatOf(FormatToGgmlType(wf)), wf);
     // Our block geometry agrees with the GGUF size table.
     EXPECT_EQ(*GgmlTensorBytes(FormatToGgmlType(wf), {BlockSize(wf) * 3}), uint64_t(3 * BlockBytes(wf)));
@@ -274,10 +289,16 @@ TEST(GgufValidate, AbsurdCounts) {
   b = good;
   Patch<uint64_t>(&b, 16, ~0ull);
   ExpectOpenError("kvs", b, "metadata count");
-  // Plausible count but more entries than exist: runs off the end.
-  b = good;
-  Patch<uint64_t>(&b, 16, 400);
-  ExpectOpenError("kvs2", b, "truncated");
+  // A count the file size allows but more entries than it holds: parsing
+  // runs off the end. (A metadata-only file cut right after its last entry,
+  // so the extra entry cannot be read from padding or tensor infos.)
+  GgufWriter w;
+  w.AddU32("a", 1);
+  w.AddString("b", "xyz");
+  b = w.Serialize();
+  b.resize(b.find("xyz") + 3);
+  Patch<uint64_t>(&b, 16, 3);
+  ExpectOpenError("kvs2", b, "truncated: metadata entry 2 key length");
 }
 
 TEST(GgufValidate, TruncatedStringsAndArrays) {
@@ -300,7 +321,7 @@ TEST(GgufValidate, TruncatedStringsAndArrays) {
   b = good;
   // A string inside a string array claiming to run past the end.
   Patch<uint64_t>(&b, After(b, "t.strings") + 16, 1ull << 40);
-  ExpectOpenError("strelem", b, "t.strings element 0");
+  ExpectOpenError("strelem", b, "'t.strings' element 0");
   // Cut inside the metadata.
   ExpectOpenError("cut", good.substr(0, After(good, "t.i64s") + 10), "truncated");
 }
@@ -332,11 +353,22 @@ TEST(GgufValidate, TensorProblems) {
   w1.AddTensor("bad", ggml_type::kQ4_K, {100, 2}, std::string(288, '\0'));
   ExpectOpenError("blocksize", w1.Serialize(), "inconsistent");
 
-  // A shape bigger than the space it was given overlaps the next tensor.
+  // A shape bigger than the space it was given overlaps the next tensor
+  // (a third tensor keeps it inside the file).
   GgufWriter w2;
   w2.AddTensor("a", ggml_type::kF32, {64}, std::string(64, '\0'));  // claims 256 bytes
   w2.AddTensor("b", ggml_type::kF32, {16}, std::string(64, '\0'));
-  ExpectOpenError("overlap", w2.Serialize(), "overlaps");
+  w2.AddTensor("c", ggml_type::kF32, {64}, std::string(256, '\0'));
+  ExpectOpenError("overlap", w2.Serialize(), "tensor 'a' (F32, 256 bytes at 0) overlaps tensor 'b'");
+
+  // Sizes that overflow 64 bits, in bytes or in elements, even when a zero
+  // dimension would make the product small.
+  for (const std::vector<int64_t>& ne : std::vector<std::vector<int64_t>>{
+           {int64_t(1) << 62, 1}, {int64_t(1) << 40, int64_t(1) << 40}, {int64_t(1) << 62, int64_t(1) << 62, 0}}) {
+    GgufWriter w7;
+    w7.AddTensor("huge", ggml_type::kF32, ne, std::string(32, '\0'));
+    ExpectOpenError("overflow", w7.Serialize(), "overflows 64 bits");
+  }
 
   GgufWriter w3;
   w3.AddTensor("same", ggml_type::kF32, {8}, std::string(32, '\0'));
@@ -430,7 +462,9 @@ std::string RealModelPath() {
 
 TEST(GgufRealModel, Gemma3_270M) {
   const std::string path = RealModelPath();
-  if (!std::ifstream(path).good()) GTEST_SKIP() << "no " << path << " (run scripts/fetch-demo-model.sh)";
+  if (!std::ifstream(path).good()) {
+    GTEST_SKIP() << "no " << path << ": run scripts/fetch-demo-model.sh (or set FACET_GEMMA3_270M_GGUF)";
+  }
   auto f = GgufFile::Open(path);
   ASSERT_TRUE(f.ok()) << f.status();
   std::printf("version %u, alignment %u, %zu tensors, %zu keys, %llu bytes\n", f->version(), f->alignment(),
@@ -452,8 +486,54 @@ TEST(GgufRealModel, Gemma3_270M) {
   std::printf("  tensor data: %llu bytes\n", static_cast<unsigned long long>(tensor_bytes));
 
   EXPECT_EQ(*f->GetString("general.architecture"), "gemma3");
-  // Every tensor is in a format the kernels read.
-  for (const auto& t : f->tensors()) EXPECT_TRUE(f->Weight(t.name).ok()) << t.name << " " << f->Weight(t.name).status();
+  // Every tensor is in a format the kernels read, and its first and last
+  // rows dequantize to finite numbers.
+  for (const auto& t : f->tensors()) {
+    auto w = f->Weight(t.name);
+    ASSERT_TRUE(w.ok()) << t.name << " " << w.status();
+    std::vector<float> row(static_cast<size_t>(w->cols));
+    for (int64_t r : {int64_t(0), w->rows - 1}) {
+      ASSERT_TRUE(DequantizeRow(w->format, w->row(r), row.data(), w->cols).ok()) << t.name;
+      for (float v : row) ASSERT_TRUE(std::isfinite(v)) << t.name << " row " << r;
+    }
+  }
+
+  // The tensor set and shapes follow from the gemma3.* metadata (ggml order:
+  // ne[0] is the input dimension), with the output projection tied to the
+  // embedding.
+  const int64_t layers = *f->GetI64("gemma3.block_count");
+  const int64_t hidden = *f->GetI64("gemma3.embedding_length");
+  const int64_t ffn = *f->GetI64("gemma3.feed_forward_length");
+  const int64_t heads = *f->GetI64("gemma3.attention.head_count");
+  const int64_t kv_heads = *f->GetI64("gemma3.attention.head_count_kv");
+  const int64_t key_len = *f->GetI64("gemma3.attention.key_length");
+  const int64_t value_len = *f->GetI64("gemma3.attention.value_length");
+  const auto vocab = f->ArrayInfo("tokenizer.ggml.tokens");
+  ASSERT_TRUE(vocab.ok());
+  EXPECT_EQ(f->tensors().size(), size_t(2 + 13 * layers));
+  EXPECT_EQ(f->FindTensor("output.weight"), nullptr);
+  auto expect_shape = [&](const std::string& name, std::vector<int64_t> ne) {
+    const auto* t = f->FindTensor(name);
+    ASSERT_NE(t, nullptr) << name;
+    EXPECT_EQ(t->ne, ne) << name;
+  };
+  expect_shape("token_embd.weight", {hidden, int64_t(vocab->second)});
+  expect_shape("output_norm.weight", {hidden});
+  for (int64_t l = 0; l < layers; ++l) {
+    const std::string p = "blk." + std::to_string(l) + ".";
+    expect_shape(p + "attn_q.weight", {hidden, heads * key_len});
+    expect_shape(p + "attn_k.weight", {hidden, kv_heads * key_len});
+    expect_shape(p + "attn_v.weight", {hidden, kv_heads * value_len});
+    expect_shape(p + "attn_output.weight", {heads * value_len, hidden});
+    expect_shape(p + "ffn_gate.weight", {hidden, ffn});
+    expect_shape(p + "ffn_up.weight", {hidden, ffn});
+    expect_shape(p + "ffn_down.weight", {ffn, hidden});
+    expect_shape(p + "attn_q_norm.weight", {key_len});
+    expect_shape(p + "attn_k_norm.weight", {key_len});
+    for (const char* norm : {"attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"}) {
+      expect_shape(p + norm + ".weight", {hidden});
+    }
+  }
 
   // The block matmul on real weights agrees with the dequantized matrix.
   ThreadPool pool(2);

@@ -114,6 +114,43 @@ TEST_F(TokenizerGemma3, EveryGoldenLineEncodesAndDecodesExactly) {
   }
 }
 
+// The GGUF path on a real vocabulary: Gemma 3's pieces and merges as a
+// converter would write them ("left right" merges, token types from the added
+// tokens) must reproduce HF's ids too.
+TEST_F(TokenizerGemma3, FromVocabWithTheSameMergesMatchesGolden) {
+  std::ifstream in(kGemma3Dir + "/tokenizer.json");
+  const auto j = nlohmann::json::parse(in);
+  VocabSpec spec;
+  spec.source_name = "gemma3 as GGUF";
+  spec.tokens.resize(tok().vocab_size());
+  spec.token_types.assign(spec.tokens.size(), TokenType::kNormal);
+  for (const auto& [piece, id] : j["model"]["vocab"].items()) {
+    spec.tokens[id.get<int32_t>()] = piece;
+    if (piece.size() == 6 && piece.rfind("<0x", 0) == 0) spec.token_types[id.get<int32_t>()] = TokenType::kByte;
+  }
+  for (const auto& t : j["added_tokens"]) {
+    const auto id = t["id"].get<int32_t>();
+    spec.tokens[id] = t["content"].get<std::string>();
+    spec.token_types[id] = !t["special"].get<bool>()           ? TokenType::kUserDefined
+                           : spec.tokens[id] == "<unk>"       ? TokenType::kUnknown
+                                                              : TokenType::kControl;
+  }
+  for (const auto& m : j["model"]["merges"]) {
+    spec.merges.push_back(m[0].get<std::string>() + " " + m[1].get<std::string>());
+  }
+  spec.bos_id = 2;
+  spec.eos_id = 1;
+  spec.pad_id = 0;
+  spec.unk_id = 3;
+  spec.add_bos = true;
+  auto gguf = Tokenizer::FromVocab(spec);
+  ASSERT_TRUE(gguf.ok()) << gguf.status();
+  for (const GoldenLine& g : ReadGolden()) {
+    EXPECT_EQ(gguf->Encode(g.text, true), g.ids) << nlohmann::json(g.text).dump();
+    EXPECT_EQ(gguf->Decode(g.ids, false), g.decoded);
+  }
+}
+
 TEST_F(TokenizerGemma3, DetokenizerEqualsDecodeOnEveryGoldenLine) {
   for (const GoldenLine& g : ReadGolden()) {
     bool valid = true;

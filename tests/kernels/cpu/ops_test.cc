@@ -876,6 +876,7 @@ TEST(OpsSimdTargets, EveryCompiledTargetMatchesReference) {
     if ((supported & target) == 0) continue;
     hwy::SetSupportedTargetsForTest(target);
     SCOPED_TRACE(hwy::TargetName(target));
+    std::printf("checking SIMD target %s\n", hwy::TargetName(target));
     ++tested;
     CheckMatMul({3, 67, 300}, {5, 33, 140}, {1, 5, 40});
     CheckEmbed();

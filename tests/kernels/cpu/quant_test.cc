@@ -7,6 +7,7 @@
 #include <cstring>
 #include <ctime>
 #include <random>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -139,10 +140,8 @@ TEST(QuantRoundTrip, ErrorWithinStep) {
     for (int64_t i = 256; i < 288; ++i) EXPECT_EQ(back[i], 0.0f) << i;
     // Not a degenerate encoding: more bits, less error.
     const double rel = std::sqrt(sq_err / sq);
-    const double max_rel = f == WeightFormat::kQ8_0   ? 0.01
-                           : f == WeightFormat::kQ6_K ? 0.03
-                           : f == WeightFormat::kQ5_0 ? 0.06
-                                                      : 0.12;
+    const bool five_bit = f == WeightFormat::kQ5_0 || f == WeightFormat::kQ5_K;
+    const double max_rel = f == WeightFormat::kQ8_0 ? 0.01 : f == WeightFormat::kQ6_K ? 0.03 : five_bit ? 0.07 : 0.12;
     EXPECT_LT(rel, max_rel);
     EXPECT_GT(rel, 0.0);
   }
@@ -402,10 +401,10 @@ TEST(QuantMatMul, ExactWhenActivationsAreInt8) {
 // its best one.
 TEST(QuantMatMul, EveryCompiledTarget) {
   ThreadPool pool(2);
-  std::vector<std::string> seen;
+  std::set<std::string> seen;
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
-    seen.push_back(QuantSimdTarget());
+    seen.insert(QuantSimdTarget());
     for (WeightFormat f : kBlockFormats) {
       SCOPED_TRACE(std::string(QuantSimdTarget()) + " " + Name(f));
       const int64_t rows = 21, cols = 3 * BlockSize(f) * (BlockSize(f) == 32 ? 6 : 1), m = 3;

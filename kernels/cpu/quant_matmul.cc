@@ -1,0 +1,641 @@
+// The block-reading matmul for ggml formats (QuantMatMul). It mirrors
+// ggml's vec_dot_qX_q8_X idea — int8 activations, an integer dot product
+// per (sub-)block, one float multiply per block — in our own Highway code.
+// Block layouts: quant_blocks.h.
+
+#include "kernels/cpu/hwy_targets.h"  // before any Highway header
+
+#ifndef FACET_KERNELS_CPU_QUANT_MATMUL_SHARED_
+#define FACET_KERNELS_CPU_QUANT_MATMUL_SHARED_
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "core/status.h"
+#include "kernels/cpu/quant.h"
+#include "kernels/cpu/quant_blocks.h"
+
+#endif  // FACET_KERNELS_CPU_QUANT_MATMUL_SHARED_
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "kernels/cpu/quant_matmul.cc"
+#include "hwy/foreach_target.h"  // IWYU pragma: keep
+#include "hwy/cache_control.h"
+#include "hwy/highway.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace facet {
+namespace quant_internal {
+namespace HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
+
+#if HWY_TARGET == HWY_SCALAR
+
+// One lane cannot pair bytes: dequantize each row and take a float dot
+// product with the dequantized activations. Only x86 CPUs without AVX2 get
+// here (hwy_targets.h builds no SSE targets).
+void MatMulRows(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
+                const QuantActs& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+  thread_local std::vector<float> row;
+  row.resize(size_t(a.cols));
+  const int64_t nb = a.cols / a.qb;
+  for (int64_t r = r0; r < r1; ++r) {
+    (void)DequantizeRow(f, w + r * row_bytes, row.data(), a.cols);  // format checked by the caller
+    for (int64_t t = t0; t < t1; ++t) {
+      const float* xd = a.d + t * nb;
+      float sum = 0.0f;
+      for (int64_t i = 0; i < a.cols; ++i) {
+        const int q = a.q16 != nullptr ? a.q16[t * a.cols + i] : a.q8[t * a.cols + i];
+        sum += row[size_t(i)] * (float(q) * xd[i / a.qb]);
+      }
+      y[t * ldy + r] = sum;
+    }
+  }
+}
+
+#else  // HWY_TARGET != HWY_SCALAR
+
+// Widening int16 multiply-add into int32 lanes. Highway may spread the
+// products over two accumulators on some targets; callers add both.
+template <class D32, class V16>
+HWY_INLINE hn::Vec<D32> MulAcc(D32 d32, V16 a, V16 b, hn::Vec<D32> acc, hn::Vec<D32>& acc1) {
+  return hn::ReorderWidenMulAccumulate(d32, a, b, acc, acc1);
+}
+
+// Int16 lane i = u[2i]·s[2i] + u[2i+1]·s[2i+1] for unsigned bytes u and
+// signed bytes s: one pmaddubsw on x86, which saturates; every caller keeps
+// |lane| <= 2·63·127 < 2^15, so the result is exact everywhere.
+template <class VU8, class VI8>
+HWY_INLINE auto SumPairs(VU8 u, VI8 s) {
+  const hn::DFromV<VI8> di8;
+  using V16 = hn::Vec<hn::RepartitionToWide<decltype(di8)>>;
+#if HWY_TARGET == HWY_AVX3 || HWY_TARGET == HWY_AVX2
+  if constexpr (sizeof(u.raw) == 64) {
+    return V16{_mm512_maddubs_epi16(u.raw, s.raw)};
+  } else if constexpr (sizeof(u.raw) == 32) {
+    return V16{_mm256_maddubs_epi16(u.raw, s.raw)};
+  } else {
+    return V16{_mm_maddubs_epi16(u.raw, s.raw)};
+  }
+#else
+  const hn::RepartitionToWide<decltype(di8)> d16;
+  const hn::RebindToUnsigned<decltype(d16)> du16;
+  const auto uw = hn::BitCast(du16, u);
+  const auto sw = hn::BitCast(d16, s);
+  const auto u_even = hn::BitCast(d16, hn::And(uw, hn::Set(du16, 0xFF)));
+  const auto u_odd = hn::BitCast(d16, hn::ShiftRight<8>(uw));
+  return hn::Add(hn::Mul(u_even, hn::ShiftRight<8>(hn::ShiftLeft<8>(sw))), hn::Mul(u_odd, hn::ShiftRight<8>(sw)));
+#endif
+}
+
+// Bytes of v shifted right by `shift`, the shift chosen per 64-bit lane;
+// callers mask afterwards, so bits moved in from the next byte do not matter.
+template <class D8>
+HWY_INLINE hn::Vec<D8> ShiftBytesRight(D8 d8, hn::Vec<D8> v, hn::Vec<hn::Repartition<uint64_t, D8>> shift) {
+  const hn::Repartition<uint64_t, D8> d64;
+  return hn::BitCast(d8, hn::BitCast(d64, v) >> shift);
+}
+
+// Shifts per 64-bit lane: `lo` in the lower half of the vector, `hi` in the
+// upper half.
+template <class D64>
+HWY_INLINE hn::Vec<D64> HalfShifts(D64 d64, uint64_t lo, uint64_t hi) {
+  return hn::IfThenElse(hn::FirstN(d64, hn::Lanes(d64) / 2), hn::Set(d64, lo), hn::Set(d64, hi));
+}
+
+// fp16 at p (any alignment) to float; one vcvtph2ps on x86 targets.
+HWY_INLINE float LoadF16(const uint8_t* p) {
+  const hn::CappedTag<hwy::float16_t, 1> dh;
+  const hn::Rebind<float, decltype(dh)> df;
+  return hn::GetLane(hn::PromoteTo(df, hn::LoadU(dh, reinterpret_cast<const hwy::float16_t*>(p))));
+}
+
+// All eight 6-bit scales (bytes 0-7 of out) and mins (bytes 8-15) of a
+// Q4_K/Q5_K block at once, by 32-bit word: the same bit layout ScaleMinK4
+// reads one sub-block at a time.
+HWY_INLINE void UnpackScaleMinK4(const uint8_t* q, uint32_t out[4]) {
+  uint32_t u[3];
+  std::memcpy(u, q, 12);
+  out[0] = u[0] & 0x3f3f3f3fu;
+  out[1] = (u[2] & 0x0f0f0f0fu) | ((u[0] >> 2) & 0x30303030u);
+  out[2] = u[1] & 0x3f3f3f3fu;
+  out[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | ((u[1] >> 2) & 0x30303030u);
+}
+
+// Int16 lanes filled from a 16-byte table of per-group scales: lane i of
+// Get(first) is table[first + i / kLanesPerEntry], sign-extended when kSigned.
+// One byte shuffle (plus a shift for the sign) per vector instead of a
+// broadcast from a general register per group.
+template <int kLanesPerEntry, bool kSigned, class D16>
+class ScaleLanes {
+ public:
+  ScaleLanes(D16 d16, const uint8_t* table) : d16_(d16), table_(hn::LoadDup128(Bytes(), table)) {}
+  hn::Vec<D16> Get(int first) const {
+    // Indices with the top bit set give zero bytes: the entry goes to the
+    // low byte (unsigned) or the high byte, then down with the sign.
+    const auto entry = hn::Add(hn::ShiftRight<Log2(kLanesPerEntry)>(hn::Iota(d16_, 0)), hn::Set(d16_, int16_t(first)));
+    const auto idx = kSigned ? hn::Or(hn::ShiftLeft<8>(entry), hn::Set(d16_, 0x80))
+                             : hn::Or(entry, hn::Set(d16_, int16_t(-0x8000)));
+    const auto v = hn::BitCast(d16_, hn::TableLookupBytesOr0(table_, hn::BitCast(Bytes(), idx)));
+    return kSigned ? hn::ShiftRight<8>(v) : v;
+  }
+
+ private:
+  static constexpr int Log2(int n) { return n <= 1 ? 0 : 1 + Log2(n / 2); }
+  static hn::Repartition<uint8_t, D16> Bytes() { return {}; }
+  D16 d16_;
+  hn::Vec<hn::Repartition<uint8_t, D16>> table_;
+};
+
+// --- Q8_0: signed weights × int16 activations --------------------------------
+
+// Integer dot of one Q8_0 block with 32 activations.
+template <class D16>
+HWY_INLINE hn::Vec<hn::Repartition<int32_t, D16>> BlockDotQ8_0(D16 d16, const uint8_t* blk, const int16_t* x) {
+  const hn::Repartition<int32_t, D16> d32;
+  const hn::Rebind<int8_t, D16> d8;
+  const auto* qs = reinterpret_cast<const int8_t*>(blk + 2);
+  auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+  for (size_t k = 0; k < size_t(kQ32); k += hn::Lanes(d16)) {
+    s0 = MulAcc(d32, hn::PromoteTo(d16, hn::LoadU(d8, qs + k)), hn::LoadU(d16, x + k), s0, s1);
+  }
+  return hn::Add(s0, s1);
+}
+
+// --- Q4_0 / Q5_0: unsigned codes × int8 activations --------------------------
+
+// Σ q·x over one block, q the unsigned code (value = q − 8 or q − 16). Byte
+// j of qs holds the low 4 bits of value j (low nibble) and j + 16 (high
+// nibble); for Q5_0 bit j of the little-endian u32 qh is the 5th bit of
+// value j, which LoadMaskBits turns into a lane mask directly.
+template <bool kFiveBit>
+HWY_INLINE auto BlockDotQ4Q5_0(const uint8_t* blk, const int8_t* x) {
+  const hn::CappedTag<int8_t, 32> di8;
+  const hn::RebindToUnsigned<decltype(di8)> d8;
+  const hn::RepartitionToWide<decltype(di8)> d16;
+  const hn::RepartitionToWide<decltype(d16)> d32;
+  const uint8_t* qh = blk + 2;
+  const uint8_t* qs = blk + (kFiveBit ? 6 : 2);
+  const auto m15 = hn::Set(d8, 15);
+  const auto ones = hn::Set(d16, 1);
+  auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+  if constexpr (hn::MaxLanes(d8) >= 32) {
+    // Both nibble halves from one 16-byte broadcast, the upper 16 bytes
+    // shifted down by 4: lanes in value order.
+    const hn::Repartition<uint64_t, decltype(d8)> d64;
+    auto q = hn::And(ShiftBytesRight(d8, hn::LoadDup128(d8, qs), HalfShifts(d64, 0, 4)), m15);
+    if constexpr (kFiveBit) q = hn::Or(q, hn::IfThenElseZero(hn::LoadMaskBits(d8, qh), hn::Set(d8, 16)));
+    s0 = MulAcc(d32, SumPairs(q, hn::LoadU(di8, x)), ones, s0, s1);
+  } else {
+    const size_t N = hn::Lanes(d8);
+    static_assert(hn::MaxLanes(d8) >= 8, "LoadMaskBits reads whole bytes");
+    for (size_t k = 0; k < 16; k += N) {
+      const auto v = hn::LoadU(d8, qs + k);
+      auto lo = hn::And(v, m15);
+      auto hi = hn::And(hn::ShiftRight<4>(v), m15);
+      if constexpr (kFiveBit) {
+        lo = hn::Or(lo, hn::IfThenElseZero(hn::LoadMaskBits(d8, qh + k / 8), hn::Set(d8, 16)));
+        hi = hn::Or(hi, hn::IfThenElseZero(hn::LoadMaskBits(d8, qh + 2 + k / 8), hn::Set(d8, 16)));
+      }
+      s0 = MulAcc(d32, SumPairs(lo, hn::LoadU(di8, x + k)), ones, s0, s1);
+      s0 = MulAcc(d32, SumPairs(hi, hn::LoadU(di8, x + 16 + k)), ones, s0, s1);
+    }
+  }
+  return hn::Add(s0, s1);
+}
+
+constexpr int kGroup = 16;
+
+// s[i] = (fp16 scale at blk + i·stride) · xd[i] for kGroup blocks: one vector
+// conversion instead of one per block. Returns Σ s[i]·bsum[i].
+HWY_INLINE float GroupScales(const uint8_t* blk, size_t stride, const float* xd, const int16_t* bsum, float* s) {
+  HWY_ALIGN uint16_t h[kGroup];
+  for (int i = 0; i < kGroup; ++i) std::memcpy(&h[i], blk + size_t(i) * stride, 2);
+  // 8 lanes: wider vectors here would slow the 256-bit block loop that
+  // follows (on x86, 512-bit instructions in flight close a vector port).
+  const hn::CappedTag<float, 8> df;
+  const hn::Rebind<hwy::float16_t, decltype(df)> dh;
+  const hn::Rebind<int32_t, decltype(df)> d32;
+  const hn::Rebind<int16_t, decltype(df)> d16;
+  auto off = hn::Zero(df);
+  for (int i = 0; i < kGroup; i += int(hn::Lanes(df))) {
+    const auto v = hn::Mul(hn::PromoteTo(df, hn::Load(dh, reinterpret_cast<const hwy::float16_t*>(h) + i)),
+                           hn::LoadU(df, xd + i));
+    hn::Store(v, df, s + i);
+    if (bsum != nullptr) off = hn::MulAdd(v, hn::ConvertTo(df, hn::PromoteTo(d32, hn::LoadU(d16, bsum + i))), off);
+  }
+  return bsum != nullptr ? hn::GetLane(hn::SumOfLanes(df, off)) : 0.0f;
+}
+
+// One row of 32-value blocks: Σ_b d_b·dx_b·(Σ q·x − offset·Σx).
+template <WeightFormat kFormat, class TX>
+float DotRow32(const uint8_t* row, int64_t nb, const TX* xq, const float* xd, const int16_t* bsum32) {
+  using Block = std::conditional_t<kFormat == WeightFormat::kQ8_0, BlockQ8_0,
+                                   std::conditional_t<kFormat == WeightFormat::kQ4_0, BlockQ4_0, BlockQ5_0>>;
+  constexpr int64_t kStride = sizeof(Block);
+  constexpr int kOffset = kFormat == WeightFormat::kQ8_0 ? 0 : kFormat == WeightFormat::kQ4_0 ? 8 : 16;
+  const hn::CappedTag<int16_t, 32> d16q8;
+  const hn::Repartition<int32_t, decltype(d16q8)> d32q8;
+  const hn::CappedTag<int32_t, 8> d32q4;
+  using D32 = std::conditional_t<kFormat == WeightFormat::kQ8_0, decltype(d32q8), decltype(d32q4)>;
+  const hn::Rebind<float, D32> df;
+  auto dot = [&](const uint8_t* blk, const TX* x) {
+    if constexpr (kFormat == WeightFormat::kQ8_0) {
+      return hn::ConvertTo(df, BlockDotQ8_0(d16q8, blk, x));
+    } else {
+      return hn::ConvertTo(df, BlockDotQ4Q5_0<kFormat == WeightFormat::kQ5_0>(blk, x));
+    }
+  };
+  // With one scale per 32 values the float work per block costs about as
+  // much as the integer dot: the scales of kGroup blocks are converted
+  // together and the FMAs alternate between two accumulators.
+  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
+  float offset_sum = 0.0f;
+  HWY_ALIGN float s[kGroup];
+  int64_t b = 0;
+  for (; b + kGroup <= nb; b += kGroup, row += kGroup * kStride, xq += kGroup * kQ32) {
+    offset_sum += GroupScales(row, kStride, xd + b, kOffset != 0 ? bsum32 + b : nullptr, s);
+#if HWY_COMPILER_GCC  // also true for clang
+    // Make the compiler reload s[i] below: a broadcast from memory is a plain
+    // load, while broadcasting a lane of the register it still holds them in
+    // takes a shuffle, on the port the block loop is short of.
+    asm volatile("" : : "r"(s) : "memory");
+#endif
+    for (int i = 0; i < kGroup; i += 2) {
+      acc0 = hn::MulAdd(dot(row + i * kStride, xq + i * kQ32), hn::Set(df, s[i]), acc0);
+      acc1 = hn::MulAdd(dot(row + (i + 1) * kStride, xq + (i + 1) * kQ32), hn::Set(df, s[i + 1]), acc1);
+    }
+  }
+  for (; b < nb; ++b, row += kStride, xq += kQ32) {
+    const float sb = LoadF16(row) * xd[b];
+    acc0 = hn::MulAdd(dot(row, xq), hn::Set(df, sb), acc0);
+    if constexpr (kOffset != 0) offset_sum += sb * float(bsum32[b]);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0, acc1))) - float(kOffset) * offset_sum;
+}
+
+// --- 256-value super-blocks: Q4_K, Q5_K, Q6_K --------------------------------
+//
+// Codes are unsigned, activations int8: byte pairs go through SumPairs into
+// int16, then one int16 multiply-add per vector applies the group scales and
+// widens to int32. Vectors of 64 bytes hold two adjacent 32-value runs (both
+// nibbles of one 32-byte chunk); narrower ones take each run separately.
+
+// Q4_K and Q5_K share everything but the 5th bit. Per 32-value sub-block j:
+// value = d·sc_j·q − dmin·m_j, so Σ value·x = d·dx·Σ_j sc_j·Σ q·x −
+// dmin·dx·Σ_j m_j·Σx_j; the second sum uses the activation block sums.
+template <bool kFiveBit>
+float DotQ45K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, const int16_t* bsum32) {
+  using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
+  const hn::CappedTag<int8_t, 64> di8;
+  const hn::RebindToUnsigned<decltype(di8)> d8;
+  const hn::RepartitionToWide<decltype(di8)> d16;
+  const hn::RepartitionToWide<decltype(d16)> d32;
+  const hn::Repartition<uint64_t, decltype(d8)> d64;
+  const hn::Rebind<float, decltype(d32)> df;
+  const hn::CappedTag<int16_t, 8> d16x8;
+  const hn::Repartition<int32_t, decltype(d16x8)> d32x4;
+  const hn::Rebind<float, decltype(d32x4)> df4;
+  const hn::Rebind<uint8_t, decltype(d16x8)> d8x8;
+  const auto m15 = hn::Set(d8, 15);
+  const auto one = hn::Set(d8, 1);
+  auto facc = hn::Zero(df);
+  auto macc = hn::Zero(df4);
+  for (int64_t b = 0; b < nb; ++b, xq += kQK, bsum32 += 8) {
+    const auto& blk = reinterpret_cast<const Block*>(row)[b];
+    HWY_ALIGN uint32_t scm[4];
+    UnpackScaleMinK4(blk.scales, scm);
+    const auto* scm8 = reinterpret_cast<const uint8_t*>(scm);
+    // Lane i of the int16 pair sums covers values 2i, 2i+1: sub-block i / 16.
+    const ScaleLanes<16, false, decltype(d16)> scales(d16, scm8);
+    auto acc0 = hn::Zero(d32), acc1 = hn::Zero(d32);
+    for (int c = 0; c < 4; ++c) {
+      const uint8_t* qs = blk.qs + 32 * c;
+      const int8_t* x = xq + 64 * c;
+      if constexpr (hn::MaxLanes(d8) >= 64) {
+        const hn::Half<decltype(d8)> dh;
+        const auto v = hn::LoadU(dh, qs);
+        auto q = hn::And(ShiftBytesRight(d8, hn::Combine(d8, v, v), HalfShifts(d64, 0, 4)), m15);
+        if constexpr (kFiveBit) {
+          const auto h = hn::LoadU(dh, blk.qh);
+          const auto bit = hn::And(ShiftBytesRight(d8, hn::Combine(d8, h, h), HalfShifts(d64, 2 * c, 2 * c + 1)), one);
+          q = hn::Or(q, hn::ShiftLeft<4>(bit));
+        }
+        acc0 = MulAcc(d32, SumPairs(q, hn::LoadU(di8, x)), scales.Get(2 * c), acc0, acc1);
+      } else {
+        for (size_t k = 0; k < 32; k += hn::Lanes(d8)) {
+          const auto v = hn::LoadU(d8, qs + k);
+          auto lo = hn::And(v, m15);
+          auto hi = hn::And(hn::ShiftRight<4>(v), m15);
+          if constexpr (kFiveBit) {
+            const auto h = hn::LoadU(d8, blk.qh + k);
+            lo = hn::Or(lo, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c), one)));
+            hi = hn::Or(hi, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c + 1), one)));
+          }
+          acc0 = MulAcc(d32, SumPairs(lo, hn::LoadU(di8, x + k)), scales.Get(2 * c), acc0, acc1);
+          acc0 = MulAcc(d32, SumPairs(hi, hn::LoadU(di8, x + 32 + k)), scales.Get(2 * c + 1), acc0, acc1);
+        }
+      }
+    }
+    const float dx = xd[b];
+    const auto* bytes = reinterpret_cast<const uint8_t*>(&blk);
+    facc = hn::MulAdd(hn::ConvertTo(df, hn::Add(acc0, acc1)), hn::Set(df, LoadF16(bytes) * dx), facc);
+    // Mins: Σ_j m_j·bsum32_j, kept as a vector across blocks.
+    auto m0 = hn::Zero(d32x4), m1 = hn::Zero(d32x4);
+    for (size_t j = 0; j < 8; j += hn::Lanes(d16x8)) {
+      m0 = MulAcc(d32x4, hn::PromoteTo(d16x8, hn::LoadU(d8x8, scm8 + 8 + j)), hn::LoadU(d16x8, bsum32 + j), m0, m1);
+    }
+    macc = hn::MulAdd(hn::ConvertTo(df4, hn::Add(m0, m1)), hn::Set(df4, LoadF16(bytes + 2) * dx), macc);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, facc)) - hn::GetLane(hn::SumOfLanes(df4, macc));
+}
+
+// Q6_K: value = d·sc_g·(q − 32) per 16-value group g, q in [0, 64). The −32
+// is taken out with the activation group sums. Per 128-value half n and
+// l < 32: ql[l] holds the low 4 bits of values l (low nibble) and l + 64,
+// ql[l + 32] those of l + 32 and l + 96, and qh[l] the top 2 bits of l,
+// l + 32, l + 64, l + 96 at bits 0, 2, 4, 6.
+float DotQ6K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, const int16_t* bsum16) {
+  const hn::CappedTag<int8_t, 64> di8;
+  const hn::RebindToUnsigned<decltype(di8)> d8;
+  const hn::RepartitionToWide<decltype(di8)> d16;
+  const hn::RepartitionToWide<decltype(d16)> d32;
+  const hn::Repartition<uint64_t, decltype(d8)> d64;
+  const hn::RebindToUnsigned<decltype(d16)> du16;
+  const hn::Rebind<float, decltype(d32)> df;
+  const hn::CappedTag<int16_t, 16> d16x16;
+  const hn::Repartition<int32_t, decltype(d16x16)> d32x8;
+  const hn::Rebind<float, decltype(d32x8)> df8;
+  const hn::Rebind<int8_t, decltype(d16x16)> ds8;
+  const auto m15 = hn::Set(d8, 15);
+  const auto m48 = hn::Set(d8, 0x30);
+  // The byte shifts below go through 16-bit lanes; the masks keep each
+  // byte's own bits.
+  auto shl = [&](auto v, auto bits) { return hn::BitCast(d8, hn::ShiftLeft<decltype(bits)::value>(hn::BitCast(du16, v))); };
+  auto shr = [&](auto v, auto bits) { return hn::BitCast(d8, hn::ShiftRight<decltype(bits)::value>(hn::BitCast(du16, v))); };
+  using Two = std::integral_constant<int, 2>;
+  using Four = std::integral_constant<int, 4>;
+  auto facc = hn::Zero(df);
+  auto oacc = hn::Zero(df8);
+  const auto* blk = reinterpret_cast<const BlockQ6_K*>(row);
+  for (int64_t b = 0; b < nb; ++b, xq += kQK, bsum16 += 16) {
+    // Lane i of the int16 pair sums covers values 2i, 2i+1: group i / 8.
+    const ScaleLanes<8, true, decltype(d16)> scales(d16, reinterpret_cast<const uint8_t*>(blk[b].scales));
+    auto acc0 = hn::Zero(d32), acc1 = hn::Zero(d32);
+    for (int n = 0; n < 2; ++n) {
+      const uint8_t* ql = blk[b].ql + 64 * n;
+      const uint8_t* qh = blk[b].qh + 32 * n;
+      const int8_t* x = xq + 128 * n;
+      if constexpr (hn::MaxLanes(d8) >= 64) {
+        // [ql[0..32) | ql[32..64)] gives values [l | l + 32] from its low
+        // nibbles and [l + 64 | l + 96] from its high nibbles; qh shifted by
+        // 0 | 2 puts their top bits at bits 0-1 (low) and 4-5 (high).
+        const hn::Half<decltype(d8)> dh;
+        const auto a = hn::LoadU(d8, ql);
+        const auto h = hn::LoadU(dh, qh);
+        const auto t = ShiftBytesRight(d8, hn::Combine(d8, h, h), HalfShifts(d64, 0, 2));
+        const auto q_lo = hn::OrAnd(hn::And(a, m15), shl(t, Four()), m48);
+        const auto q_hi = hn::OrAnd(hn::And(shr(a, Four()), m15), t, m48);
+        acc0 = MulAcc(d32, SumPairs(q_lo, hn::LoadU(di8, x)), scales.Get(8 * n), acc0, acc1);
+        acc0 = MulAcc(d32, SumPairs(q_hi, hn::LoadU(di8, x + 64)), scales.Get(8 * n + 4), acc0, acc1);
+      } else {
+        for (size_t l = 0; l < 32; l += hn::Lanes(d8)) {
+          const auto a = hn::LoadU(d8, ql + l);
+          const auto c = hn::LoadU(d8, ql + 32 + l);
+          const auto h = hn::LoadU(d8, qh + l);
+          const auto q1 = hn::OrAnd(hn::And(a, m15), shl(h, Four()), m48);
+          const auto q2 = hn::OrAnd(hn::And(c, m15), shl(h, Two()), m48);
+          const auto q3 = hn::OrAnd(hn::And(shr(a, Four()), m15), h, m48);
+          const auto q4 = hn::OrAnd(hn::And(shr(c, Four()), m15), shr(h, Two()), m48);
+          const int g = 8 * n + int(l / 16);
+          acc0 = MulAcc(d32, SumPairs(q1, hn::LoadU(di8, x + l)), scales.Get(g), acc0, acc1);
+          acc0 = MulAcc(d32, SumPairs(q2, hn::LoadU(di8, x + 32 + l)), scales.Get(g + 2), acc0, acc1);
+          acc0 = MulAcc(d32, SumPairs(q3, hn::LoadU(di8, x + 64 + l)), scales.Get(g + 4), acc0, acc1);
+          acc0 = MulAcc(d32, SumPairs(q4, hn::LoadU(di8, x + 96 + l)), scales.Get(g + 6), acc0, acc1);
+        }
+      }
+    }
+    const float dd = LoadF16(reinterpret_cast<const uint8_t*>(&blk[b].d)) * xd[b];
+    facc = hn::MulAdd(hn::ConvertTo(df, hn::Add(acc0, acc1)), hn::Set(df, dd), facc);
+    // Offsets: 32·Σ_g sc_g·bsum16_g, kept as a vector across blocks.
+    auto o0 = hn::Zero(d32x8), o1 = hn::Zero(d32x8);
+    for (size_t g = 0; g < 16; g += hn::Lanes(d16x16)) {
+      o0 = MulAcc(d32x8, hn::PromoteTo(d16x16, hn::LoadU(ds8, blk[b].scales + g)), hn::LoadU(d16x16, bsum16 + g), o0,
+                  o1);
+    }
+    oacc = hn::MulAdd(hn::ConvertTo(df8, hn::Add(o0, o1)), hn::Set(df8, dd * 32.0f), oacc);
+  }
+  return hn::GetLane(hn::SumOfLanes(df, facc)) - hn::GetLane(hn::SumOfLanes(df8, oacc));
+}
+
+// y[t·ldy + r] for rows [r0, r1) and tokens [t0, t1). Rows outermost so a
+// weight row stays in L1 while every token reads it.
+void MatMulRows(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
+                const QuantActs& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+  const int64_t nb = a.cols / a.qb;
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = w + r * row_bytes;
+    // Decode reads each weight once, from DRAM: ask for the row after next
+    // now, so its lines are on their way while this one is computed.
+    if (r + 2 < r1) {
+      for (int64_t off = 0; off < row_bytes; off += 64) hwy::Prefetch(row + 2 * row_bytes + off);
+    }
+    for (int64_t t = t0; t < t1; ++t) {
+      const int8_t* x8 = a.q8 != nullptr ? a.q8 + t * a.cols : nullptr;
+      const int16_t* x16 = a.q16 != nullptr ? a.q16 + t * a.cols : nullptr;
+      const float* xd = a.d + t * nb;
+      const int16_t* bs16 = a.bsum16 + t * (a.cols / 16);
+      const int16_t* bs32 = a.bsum32 + t * (a.cols / 32);
+      float v = 0.0f;
+      switch (f) {
+        case WeightFormat::kQ8_0: v = DotRow32<WeightFormat::kQ8_0>(row, nb, x16, xd, bs32); break;
+        case WeightFormat::kQ4_0: v = DotRow32<WeightFormat::kQ4_0>(row, nb, x8, xd, bs32); break;
+        case WeightFormat::kQ5_0: v = DotRow32<WeightFormat::kQ5_0>(row, nb, x8, xd, bs32); break;
+        case WeightFormat::kQ4_K: v = DotQ45K<false>(row, nb, x8, xd, bs32); break;
+        case WeightFormat::kQ5_K: v = DotQ45K<true>(row, nb, x8, xd, bs32); break;
+        case WeightFormat::kQ6_K: v = DotQ6K(row, nb, x8, xd, bs16); break;
+        default: break;  // rejected by the caller
+      }
+      y[t * ldy + r] = v;
+    }
+  }
+}
+
+#endif  // HWY_TARGET == HWY_SCALAR
+
+}  // namespace HWY_NAMESPACE
+}  // namespace quant_internal
+}  // namespace facet
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace facet {
+namespace quant_internal {
+namespace {
+
+HWY_EXPORT(MatMulRows);
+HWY_EXPORT(TargetName);
+
+int RoundClamp(float v, int lo, int hi) {
+  const float r = std::nearbyint(v);
+  if (!(r >= float(lo))) return lo;  // also catches NaN
+  if (r > float(hi)) return hi;
+  return int(r);
+}
+
+float AbsMax(const float* x, int n) {
+  float m = 0.0f;
+  for (int i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+// Int8 activations of one token: blocks of qb values, scale amax/127,
+// stored as int8 (q8) or int16 (q16, the other null).
+void QuantizeActRow(const float* x, int64_t cols, int qb, int8_t* q8, int16_t* q16, float* d, int16_t* bsum16,
+                    int16_t* bsum32) {
+  for (int64_t b = 0; b < cols / qb; ++b) {
+    const float* xb = x + b * qb;
+    const float amax = AbsMax(xb, qb);
+    d[b] = amax / 127.0f;
+    const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+    for (int i = 0; i < qb; ++i) {
+      const int v = RoundClamp(xb[i] * id, -127, 127);
+      if (q16 != nullptr) {
+        q16[b * qb + i] = int16_t(v);
+      } else {
+        q8[b * qb + i] = int8_t(v);
+      }
+    }
+  }
+  for (int64_t g = 0; g < cols / 16; ++g) {
+    int s = 0;
+    for (int i = 0; i < 16; ++i) s += q16 != nullptr ? q16[16 * g + i] : q8[16 * g + i];
+    bsum16[g] = int16_t(s);
+  }
+  for (int64_t g = 0; g < cols / 32; ++g) bsum32[g] = int16_t(bsum16[2 * g] + bsum16[2 * g + 1]);
+}
+
+// Per-thread activation buffers for QuantMatMul; they only grow. 64-byte
+// aligned: the kernels read the activations in whole vectors, and a 64-byte
+// load that straddles two cache lines costs two.
+template <class T>
+class AlignedBuffer {
+ public:
+  AlignedBuffer() = default;
+  AlignedBuffer(const AlignedBuffer&) = delete;
+  AlignedBuffer& operator=(const AlignedBuffer&) = delete;
+  ~AlignedBuffer() { ::operator delete(data_, std::align_val_t{64}); }
+  T* data() { return data_; }
+  void Reserve(int64_t n) {
+    if (size_t(n) <= size_) return;
+    ::operator delete(data_, std::align_val_t{64});
+    data_ = static_cast<T*>(::operator new(size_t(n) * sizeof(T), std::align_val_t{64}));
+    size_ = size_t(n);
+  }
+
+ private:
+  T* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+struct ActScratch {
+  AlignedBuffer<int8_t> q8;
+  AlignedBuffer<int16_t> q16, bsum16, bsum32;
+  AlignedBuffer<float> d;
+  void Reserve(int64_t tokens, int64_t cols, int64_t blocks, bool wide) {
+    (wide ? q16.Reserve(tokens * cols) : q8.Reserve(tokens * cols));
+    d.Reserve(tokens * blocks);
+    bsum16.Reserve(tokens * cols / 16);
+    bsum32.Reserve(tokens * cols / 32);
+  }
+};
+
+}  // namespace
+}  // namespace quant_internal
+
+using namespace quant_internal;  // NOLINT: this file's own helpers
+
+absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool) {
+  if (!IsQuantized(w.format)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantMatMul: weight format ", std::string(WeightFormatName(w.format)), " is not a block format"));
+  }
+  if (m < 0 || w.rows < 0 || w.cols <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("QuantMatMul: bad shape m=", m, " rows=", w.rows, " cols=", w.cols));
+  }
+  if (w.cols % BlockSize(w.format) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("QuantMatMul: cols = ", w.cols, " is not a multiple of the ",
+                                                   std::string(WeightFormatName(w.format)), " block size ",
+                                                   BlockSize(w.format)));
+  }
+  if (m == 0 || w.rows == 0) return absl::OkStatus();
+  if (x == nullptr || y == nullptr || w.data == nullptr) {
+    return absl::InvalidArgumentError("QuantMatMul: null pointer");
+  }
+  if (reinterpret_cast<uintptr_t>(w.data) % 2 != 0) {
+    return absl::InvalidArgumentError("QuantMatMul: weight data must be 2-byte aligned (fp16 scales)");
+  }
+  const int qb = BlockSize(w.format) == kQK ? kQK : kQ32;
+  const int64_t cols = w.cols;
+  const int64_t nb = cols / qb;
+  // Enough tokens per tile to reuse each weight row from L1, few enough that
+  // the tile's activations stay in L2.
+  const int64_t tile = std::max<int64_t>(1, std::min<int64_t>(64, (256 << 10) / (2 * cols)));
+  const int64_t tn_max = std::min(m, tile);
+  // Kept per calling thread, so that decode (a few hundred calls per token
+  // with the same few shapes) does not allocate.
+  thread_local ActScratch scratch;
+  const bool wide = WideActs(w.format);
+  scratch.Reserve(tn_max, cols, nb, wide);
+  const auto* wbytes = static_cast<const uint8_t*>(w.data);
+  const int64_t row_bytes = w.row_bytes();
+  // Waking the pool costs ~10 us; below this much weight traffic per tile
+  // (~10-25 us of work on one core) one thread finishes sooner.
+  constexpr int64_t kMinParallelBytes = 192 << 10;
+  // Output rows go to threads in runs of 16 so no two threads write the same
+  // 64-byte line of y (for m = 1).
+  constexpr int64_t kRowRun = 16;
+  const int64_t runs = (w.rows + kRowRun - 1) / kRowRun;
+  for (int64_t t0 = 0; t0 < m; t0 += tile) {
+    const int64_t tn = std::min(tile, m - t0);
+    int8_t* q8 = wide ? nullptr : scratch.q8.data();
+    int16_t* q16 = wide ? scratch.q16.data() : nullptr;
+    float* d = scratch.d.data();
+    int16_t* bs16 = scratch.bsum16.data();
+    int16_t* bs32 = scratch.bsum32.data();
+    auto quantize = [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        QuantizeActRow(x + (t0 + t) * cols, cols, qb, wide ? nullptr : q8 + t * cols, wide ? q16 + t * cols : nullptr,
+                       d + t * nb, bs16 + t * (cols / 16), bs32 + t * (cols / 32));
+      }
+    };
+    const QuantActs acts{cols, qb, q8, q16, d, bs16, bs32};
+    auto rows = [&](int64_t run0, int64_t run1) {
+      HWY_DYNAMIC_DISPATCH(MatMulRows)(w.format, wbytes, row_bytes, run0 * kRowRun,
+                                       std::min(w.rows, run1 * kRowRun), acts, 0, tn, y + t0 * w.rows, w.rows);
+    };
+    const bool parallel = pool != nullptr && pool->num_threads() > 1 && w.rows * row_bytes * tn >= kMinParallelBytes;
+    if (!parallel) {
+      quantize(0, tn);
+      rows(0, runs);
+    } else {
+      pool->ParallelFor(tn, 8, quantize);
+      pool->ParallelFor(runs, 1, rows);
+    }
+  }
+  return absl::OkStatus();
+}
+
+const char* QuantSimdTarget() { return HWY_DYNAMIC_DISPATCH(TargetName)(); }
+
+}  // namespace facet
+#endif  // HWY_ONCE
