@@ -59,6 +59,17 @@ absl::StatusOr<Tokenizer> Tokenizer::FromVocab(const VocabSpec& spec) {
       // when parsing special tokens).
       m->raw_added.Add(piece, static_cast<int32_t>(id), AddedTokenMatcher::Options{});
       m->added.try_emplace(piece, static_cast<int32_t>(id));
+      // llama.cpp's converter stores Gemma's whitespace pieces with real
+      // spaces ("  ") where tokenizer.json has them escaped ("▁▁", matched
+      // unnormalized by HF); register the escaped spelling too so literal
+      // "▁" runs in the input tokenize as HF does.
+      if (spec.escape_whitespace && type == TokenType::kUserDefined &&
+          piece.find(' ') != std::string::npos) {
+        std::string escaped;
+        for (char ch : piece) escaped += ch == ' ' ? std::string("\xe2\x96\x81") : std::string(1, ch);
+        m->raw_added.Add(escaped, static_cast<int32_t>(id), AddedTokenMatcher::Options{});
+        m->added.try_emplace(escaped, static_cast<int32_t>(id));
+      }
     }
     if (type == TokenType::kByte) {
       const int b = tokenizer_internal::ParseByteToken(piece);
