@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/half.h"
 #include "core/status.h"
+#include "kernels/cpu/quant.h"
 
 namespace facet {
 namespace {
@@ -161,7 +162,10 @@ namespace {
 
 class GgufReader {
  public:
-  explicit GgufReader(const GgufFile& g) : g_(g) {}
+  GgufReader(const GgufFile& g, bool dequantize) : g_(g), dequantize_(dequantize) {}
+
+  // fp32 copies made when dequantizing; they join the weights' storage.
+  std::shared_ptr<std::vector<std::vector<float>>> owned = std::make_shared<std::vector<std::vector<float>>>();
 
   absl::StatusOr<WeightRef> Matrix(const std::string& name, int64_t rows, int64_t cols) {
     if (!g_.FindTensor(name)) return absl::NotFoundError(absl::StrCat(g_.path(), ": missing tensor ", name));
@@ -170,6 +174,13 @@ class GgufReader {
       return absl::InvalidArgumentError(absl::StrCat(g_.path(), ": tensor ", name, " is [", w.rows, ", ",
                                                      w.cols, "] (rows, cols) but the config needs [",
                                                      rows, ", ", cols, "]"));
+    }
+    if (dequantize_ && w.format != WeightFormat::kF32) {
+      std::vector<float>& f = owned->emplace_back(size_t(rows * cols));
+      for (int64_t r = 0; r < rows; ++r) {
+        RETURN_IF_ERROR(Annotate(DequantizeRow(w.format, w.row(r), f.data() + r * cols, cols), name));
+      }
+      w = WeightRef{f.data(), WeightFormat::kF32, rows, cols};
     }
     return w;
   }
@@ -189,16 +200,18 @@ class GgufReader {
 
  private:
   const GgufFile& g_;
+  bool dequantize_;
 };
 
 }  // namespace
 
-absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& cfg, std::shared_ptr<const GgufFile> gguf) {
+absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& cfg, std::shared_ptr<const GgufFile> gguf,
+                                             bool dequantize) {
   if (cfg.HasPerLayerEmbeddings()) {
     return absl::UnimplementedError(absl::StrCat(gguf->path(),
                                                  ": per-layer embeddings (Gemma 4 E2B/E4B) are not supported yet"));
   }
-  GgufReader rd(*gguf);
+  GgufReader rd(*gguf, dequantize);
   ModelWeights w;
   const int64_t H = cfg.hidden_size;
   ASSIGN_OR_RETURN(w.embed, rd.Matrix("token_embd.weight", cfg.vocab_size, H));
@@ -253,7 +266,11 @@ absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& cfg, std::shared
     }
   }
   ComputeRopeTables(cfg, &w);
-  w.storage = std::move(gguf);
+  struct Storage {
+    std::shared_ptr<const GgufFile> gguf;
+    std::shared_ptr<std::vector<std::vector<float>>> owned;
+  };
+  w.storage = std::make_shared<Storage>(Storage{std::move(gguf), rd.owned});
   return w;
 }
 

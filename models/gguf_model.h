@@ -23,9 +23,13 @@ namespace facet {
 absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& gguf);
 
 // Weights for `config`. llama.cpp already folded Gemma 2/3's "+1" into the
-// norm weights, so nothing is added here.
+// norm weights, so nothing is added here. Quantized matrices stay quantized
+// (zero copy) unless `dequantize` asks for fp32 copies: the kernels then run
+// the reference's exact arithmetic (fp32 activations × dequantized weights)
+// instead of ggml-style 8-bit activation blocks, at 4-8x the memory.
 absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& config,
-                                             std::shared_ptr<const GgufFile> gguf);
+                                             std::shared_ptr<const GgufFile> gguf,
+                                             bool dequantize = false);
 
 // The tokenizer embedded in the GGUF (tokenizer.ggml.*).
 absl::StatusOr<Tokenizer> TokenizerFromGguf(const GgufFile& gguf);

@@ -26,12 +26,13 @@ int64_t MatrixBytes(const WeightRef& w) { return w.data ? w.rows * w.row_bytes()
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, ThreadPool* pool) {
+absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, ThreadPool* pool,
+                                                   const LoadOptions& options) {
   if (path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) {
     ASSIGN_OR_RETURN(GgufFile file, GgufFile::Open(path));
     auto gguf = std::make_shared<const GgufFile>(std::move(file));
     ASSIGN_OR_RETURN(ModelConfig config, ConfigFromGguf(*gguf));
-    ASSIGN_OR_RETURN(ModelWeights weights, LoadGgufWeights(config, gguf));
+    ASSIGN_OR_RETURN(ModelWeights weights, LoadGgufWeights(config, gguf, options.dequantize));
     return std::make_unique<Model>(std::move(config), std::move(weights), pool);
   }
   ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(path));

@@ -26,7 +26,15 @@ class Model {
   // Loads an HF model directory (config.json + safetensors) or a .gguf file.
   // `pool` must
   // outlive the model; null runs single-threaded.
-  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, ThreadPool* pool);
+  struct LoadOptions {
+    // GGUF only: fp32 copies of quantized weights (reference-exact math).
+    bool dequantize = false;
+  };
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, ThreadPool* pool,
+                                                     const LoadOptions& options);
+  static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, ThreadPool* pool) {
+    return Load(path, pool, LoadOptions{});
+  }
 
   Model(ModelConfig config, ModelWeights weights, ThreadPool* pool);
 
