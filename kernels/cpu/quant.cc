@@ -305,6 +305,7 @@ bool IsQuantized(WeightFormat f) {
 
 absl::Status DequantizeRow(WeightFormat f, const void* src, float* dst, int64_t n) {
   RETURN_IF_ERROR(CheckCount(f, n, "DequantizeRow"));
+  if (n == 0) return absl::OkStatus();  // dst may be null then (an empty vector's data())
   const auto* p = static_cast<const uint8_t*>(src);
   const int64_t nb = n / BlockSize(f);
   switch (f) {
@@ -352,6 +353,7 @@ absl::Status DequantizeRow(WeightFormat f, const void* src, float* dst, int64_t 
 
 absl::Status QuantizeRowRef(WeightFormat f, const float* src, void* dst, int64_t n) {
   RETURN_IF_ERROR(CheckCount(f, n, "QuantizeRowRef"));
+  if (n == 0) return absl::OkStatus();  // dst may be null then (an empty vector's data())
   auto* p = static_cast<uint8_t*>(dst);
   const int64_t nb = n / BlockSize(f);
   absl::Status s;
