@@ -11,6 +11,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli/bench_serve.h"
 #include "cli/commands.h"
 #include "core/thread_pool.h"
 #include "kernels/cpu/machine_probe.h"
@@ -137,6 +138,8 @@ int RunBench(const BenchOptions& opt) {
 
 void RegisterBench(CLI::App& app) {
   auto opt = std::make_shared<BenchOptions>();
+  auto serve = std::make_shared<ServeBenchOptions>();
+  auto serve_mode = std::make_shared<bool>(false);
   CLI::App* cmd = app.add_subcommand("bench", "Offline prefill/decode throughput vs the machine's limits");
   cmd->add_option("--model", opt->model, "model directory");
   cmd->add_option("--config", opt->config, "config.json: benchmark random weights of that shape");
@@ -146,7 +149,20 @@ void RegisterBench(CLI::App& app) {
   cmd->add_option("--threads", opt->threads, "CPU threads (0 = all cores)");
   cmd->add_option("--repeats", opt->repeats, "runs; the best is reported")->capture_default_str();
   cmd->add_flag("!--no-probe", opt->probe, "skip measuring bandwidth and FMA peak");
-  cmd->callback([opt] { SetExitCode(RunBench(*opt)); });
+  cmd->add_flag("--serve", *serve_mode, "benchmark a running `facet serve` over gRPC instead");
+  cmd->add_option("--addr", serve->addr, "--serve: server address")->capture_default_str();
+  cmd->add_option("--concurrency", serve->concurrency, "--serve: concurrent clients, one run per value")
+      ->delimiter(',');
+  cmd->add_option("--requests", serve->requests, "--serve: requests per run (0 = 2 x concurrency)");
+  cmd->callback([opt, serve, serve_mode] {
+    if (*serve_mode) {
+      serve->prompt_len = opt->prompt_len;
+      serve->gen_len = opt->gen_len;
+      SetExitCode(RunServeBench(*serve));
+    } else {
+      SetExitCode(RunBench(*opt));
+    }
+  });
 }
 
 }  // namespace facet::cli

@@ -54,17 +54,54 @@ HWY_INLINE VF LoadWeights(DF df, const hwy::float16_t* p) {
 constexpr int kDotRowsW = 4;
 constexpr int kDotRowsX = kLanes >= 16 ? 4 : 2;
 
+// Elements of a weight row per 64-byte cache line, and SIMD vectors per line.
+template <typename WT>
+constexpr int64_t kLineElems = 64 / sizeof(WT);
+template <typename WT>
+constexpr int64_t kVecsPerLine = std::max<int64_t>(1, kLineElems<WT> / int64_t(kLanes));
+
+// Software prefetch into L2 (not L1: the look-ahead below is tens of KiB).
+HWY_INLINE void PrefetchL2(const void* p) { __builtin_prefetch(p, /*rw=*/0, /*locality=*/2); }
+
 // y[i * ldy + j] = x[i, :] · w[j, :] for i < RX, j < RW.
+//
+// Decode is bound by DRAM reads, and one core alone does not keep enough
+// lines in flight: the hardware streamer stops at every 4 KiB page and
+// restarts slowly on the many short rows (2-14 KiB) of a transformer.
+// `ahead` (or null) points at the next tile the caller will run, and each
+// line read here is matched by a prefetch of the same line of that tile, a
+// whole tile ahead: far enough to hide DRAM latency, and across pages.
 template <int RW, int RX, typename WT>
 HWY_NOINLINE void DotTile(const float* HWY_RESTRICT x, int64_t K, const WT* HWY_RESTRICT w,
-                          int64_t w_stride, float* HWY_RESTRICT y, int64_t ldy) {
+                          int64_t w_stride, float* HWY_RESTRICT y, int64_t ldy,
+                          const WT* ahead) {
   const DF df;
   VF acc[RX][RW];
   for (int i = 0; i < RX; ++i) {
     for (int j = 0; j < RW; ++j) acc[i][j] = hn::Zero(df);
   }
+  constexpr int64_t kStep = int64_t(kLanes) * kVecsPerLine<WT>;
+  const int64_t K_lines = K - K % kStep;
+  int64_t k = 0;
+  for (; k < K_lines; k += kStep) {
+    if (ahead != nullptr) {
+      for (int j = 0; j < RW; ++j) PrefetchL2(ahead + j * w_stride + k);
+    }
+    for (int64_t u = 0; u < kVecsPerLine<WT>; ++u) {
+      const int64_t ku = k + u * int64_t(kLanes);
+      VF wv[RW];
+      for (int j = 0; j < RW; ++j) wv[j] = LoadWeights(df, w + j * w_stride + ku);
+      for (int i = 0; i < RX; ++i) {
+        const VF xv = hn::LoadU(df, x + i * K + ku);
+        for (int j = 0; j < RW; ++j) acc[i][j] = hn::MulAdd(xv, wv[j], acc[i][j]);
+      }
+    }
+  }
+  if (ahead != nullptr && k < K) {
+    for (int j = 0; j < RW; ++j) PrefetchL2(ahead + j * w_stride + k);
+  }
   const int64_t K_full = K - K % int64_t(kLanes);
-  for (int64_t k = 0; k < K_full; k += kLanes) {
+  for (; k < K_full; k += kLanes) {
     VF wv[RW];
     for (int j = 0; j < RW; ++j) wv[j] = LoadWeights(df, w + j * w_stride + k);
     for (int i = 0; i < RX; ++i) {
@@ -95,18 +132,21 @@ HWY_NOINLINE void DotTile(const float* HWY_RESTRICT x, int64_t K, const WT* HWY_
   }
 }
 
+// The weight tile is read from memory by the first group of x rows only; the
+// later groups find it in L1, so only the first prefetches.
 template <int RW, typename WT>
 void DotRows(const float* x, int64_t m, int64_t K, const WT* w, int64_t w_stride, float* y,
-             int64_t ldy) {
+             int64_t ldy, const WT* ahead) {
   int64_t i = 0;
   for (; i + kDotRowsX <= m; i += kDotRowsX) {
-    DotTile<RW, kDotRowsX>(x + i * K, K, w, w_stride, y + i * ldy, ldy);
+    DotTile<RW, kDotRowsX>(x + i * K, K, w, w_stride, y + i * ldy, ldy, i == 0 ? ahead : nullptr);
   }
+  if (i > 0) ahead = nullptr;
   switch (m - i) {
     case 0: break;
-    case 1: DotTile<RW, 1>(x + i * K, K, w, w_stride, y + i * ldy, ldy); break;
-    case 2: DotTile<RW, 2>(x + i * K, K, w, w_stride, y + i * ldy, ldy); break;
-    case 3: DotTile<RW, 3>(x + i * K, K, w, w_stride, y + i * ldy, ldy); break;
+    case 1: DotTile<RW, 1>(x + i * K, K, w, w_stride, y + i * ldy, ldy, ahead); break;
+    case 2: DotTile<RW, 2>(x + i * K, K, w, w_stride, y + i * ldy, ldy, ahead); break;
+    case 3: DotTile<RW, 3>(x + i * K, K, w, w_stride, y + i * ldy, ldy, ahead); break;
   }
 }
 
@@ -116,9 +156,10 @@ void DotRange(const float* x, int64_t m, const WT* w, int64_t N, int64_t K, floa
               int64_t n1) {
   int64_t n = n0;
   for (; n + kDotRowsW <= n1; n += kDotRowsW) {
-    DotRows<kDotRowsW>(x, m, K, w + n * K, K, y + n, N);
+    const WT* ahead = n + 2 * kDotRowsW <= n1 ? w + (n + kDotRowsW) * K : nullptr;
+    DotRows<kDotRowsW>(x, m, K, w + n * K, K, y + n, N, ahead);
   }
-  for (; n < n1; ++n) DotRows<1>(x, m, K, w + n * K, K, y + n, N);
+  for (; n < n1; ++n) DotRows<1>(x, m, K, w + n * K, K, y + n, N, nullptr);
 }
 
 // ---------------------------------------------------------------------------
