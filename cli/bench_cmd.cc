@@ -4,6 +4,8 @@
 //
 //   facet bench --model DIR --prompt-len 512 --gen-len 32 --threads 2
 //   facet bench --config tests/data/configs/gemma3-1b.json --dtype bf16   # random weights, real shape
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <iostream>
 #include <memory>
@@ -122,6 +124,8 @@ int RunBench(const BenchOptions& opt) {
                       {"decode_tok_s", best_decode},
                       {"decode_weight_bytes_per_token", weight_bytes},
                       {"prefill_gflops", prefill_gflops}};
+  struct rusage usage;
+  if (getrusage(RUSAGE_SELF, &usage) == 0) j["peak_rss_mb"] = double(usage.ru_maxrss) / 1024.0;  // KiB on Linux
   if (opt.probe) {
     cpu::MachineLimits lim = cpu::MeasureMachine(&pool);
     const double roofline = lim.mem_read_gbps * 1e9 / weight_bytes;

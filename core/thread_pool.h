@@ -2,6 +2,7 @@
 // takes part in every loop, so ThreadPool(1) runs everything inline.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
@@ -37,11 +38,15 @@ class ThreadPool {
   std::mutex mu_;
   std::condition_variable wake_;
   std::condition_variable done_;
-  // The job, valid while generation_ is odd-stepped; guarded by mu_.
+  // A job is published by storing job_ and then bumping generation_ (under
+  // mu_, so a worker about to sleep cannot miss it). Workers and the caller
+  // spin on the atomics for a short while before sleeping: decode issues a
+  // few hundred small loops per token, and a futex wake-up each time costs
+  // more than the loop.
   const std::function<void(int)>* job_ = nullptr;
-  uint64_t generation_ = 0;
-  int pending_ = 0;
-  bool stop_ = false;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::atomic<bool> stop_{false};
 };
 
 }  // namespace facet

@@ -150,6 +150,30 @@ TEST(OpsMatMul, ManyRowsAcrossRowBlocks) {
   }
 }
 
+TEST(OpsMatMul, DecodeSplitAcrossThreadsIsBitExact) {
+  // Enough rows that the few-rows path hands out many chunks of different
+  // sizes (the small shapes above fit in one work item), with a ragged row
+  // count and K a multiple of no vector width.
+  const int64_t N = 2003, K = 70;
+  ThreadPool two(2), three(3);
+  uint32_t seed = 500;
+  for (WeightFormat f : kFloatFormats) {
+    const TestWeight w = MakeWeight(f, N, K, seed++);
+    for (int64_t m : {int64_t(1), int64_t(5)}) {
+      const std::vector<float> x = Random(m * K, seed++);
+      std::vector<float> want(m * N), serial(m * N, NAN), a(m * N, NAN), b(m * N, NAN);
+      ASSERT_TRUE(ref::MatMul(x.data(), m, w.ref, want.data(), nullptr).ok());
+      ASSERT_TRUE(MatMul(x.data(), m, w.ref, serial.data(), nullptr).ok());
+      ASSERT_TRUE(MatMul(x.data(), m, w.ref, a.data(), &two).ok());
+      ASSERT_TRUE(MatMul(x.data(), m, w.ref, b.data(), &three).ok());
+      const std::string what = Name(f) + " m=" + std::to_string(m);
+      ExpectMatMulClose(x, m, w.ref, serial, want, what);
+      ASSERT_EQ(0, std::memcmp(a.data(), serial.data(), a.size() * 4)) << what;
+      ASSERT_EQ(0, std::memcmp(b.data(), serial.data(), b.size() * 4)) << what;
+    }
+  }
+}
+
 TEST(OpsMatMul, ExactOnSmallIntegers) {
   // Integer products and sums below 2^24 are exact in fp32 in any order, so
   // both paths must give the exact integer matrix product.
