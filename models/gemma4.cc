@@ -17,7 +17,7 @@ absl::Status MoeFeedForward(LayerContext& c, const float* x1, float* f) {
   float* d = c.a.d.data();
   Norm(c, x1, c.w.ffn_norm, h);
   RETURN_IF_ERROR(GeGluMlp(c, c.w.gate, c.w.up, c.w.down, h, d));
-  Norm(c, d, c.w.post_ffn_norm_1, d);
+  Norm(c, d, c.w.post_ffn_norm_1, d);  // the dense branch's own post-norm
 
   // The router reads the un-normed residual x1 (spec §5.1).
   RETURN_IF_ERROR(cpu::MoeRoute(x1, T, H, c.w.router_scale.data(), c.w.router,
@@ -36,22 +36,15 @@ absl::Status MoeFeedForward(LayerContext& c, const float* x1, float* f) {
 }  // namespace
 
 absl::Status Gemma4Layer(LayerContext& c, float* x) {
-  const int64_t n = c.T * c.config.hidden_size;
-  float* h = c.a.h.data();
-  float* o = c.a.o.data();
-  Norm(c, x, c.w.attn_norm, h);
-  RETURN_IF_ERROR(SelfAttention(c, h, o));
-  Norm(c, o, c.w.post_attn_norm, o);
-  cpu::AddInPlace(x, o, n);  // x is now x1, the residual the FFN part adds to
-
+  RETURN_IF_ERROR(AttentionResidual(c, x));  // x is now x1, the residual the FFN adds to
+  float* f = c.a.o.data();
   if (c.layer.moe) {
-    RETURN_IF_ERROR(MoeFeedForward(c, x, o));
+    RETURN_IF_ERROR(MoeFeedForward(c, x, f));
   } else {
-    Norm(c, x, c.w.ffn_norm, h);
-    RETURN_IF_ERROR(GeGluMlp(c, c.w.gate, c.w.up, c.w.down, h, o));
-    Norm(c, o, c.w.post_ffn_norm, o);
+    RETURN_IF_ERROR(DenseFeedForward(c, x, f));
   }
-  cpu::AddInPlace(x, o, n);
+  const int64_t n = c.T * c.config.hidden_size;
+  cpu::AddInPlace(x, f, n);
   if (c.config.layer_scalar) cpu::Scale(x, n, c.w.layer_scalar);
   return absl::OkStatus();
 }

@@ -106,4 +106,22 @@ absl::Status GeGluMlp(LayerContext& c, const WeightRef& gate, const WeightRef& u
   return cpu::MatMul(g, T, down, out, c.pool);
 }
 
+absl::Status AttentionResidual(LayerContext& c, float* x) {
+  float* h = c.a.h.data();
+  float* o = c.a.o.data();
+  Norm(c, x, c.w.attn_norm, h);
+  RETURN_IF_ERROR(SelfAttention(c, h, o));
+  Norm(c, o, c.w.post_attn_norm, o);
+  cpu::AddInPlace(x, o, c.T * c.config.hidden_size);
+  return absl::OkStatus();
+}
+
+absl::Status DenseFeedForward(LayerContext& c, const float* x, float* out) {
+  float* h = c.a.h.data();
+  Norm(c, x, c.w.ffn_norm, h);
+  RETURN_IF_ERROR(GeGluMlp(c, c.w.gate, c.w.up, c.w.down, h, out));
+  Norm(c, out, c.w.post_ffn_norm, out);
+  return absl::OkStatus();
+}
+
 }  // namespace facet

@@ -57,6 +57,13 @@ absl::Status SelfAttention(LayerContext& c, const float* h, float* out);
 absl::Status GeGluMlp(LayerContext& c, const WeightRef& gate, const WeightRef& up,
                       const WeightRef& down, const float* h, float* out);
 
+// x += post_attn_norm(SelfAttention(attn_norm(x))): the attention half of
+// every Gemma block (spec §3).
+absl::Status AttentionResidual(LayerContext& c, float* x);
+
+// out = post_ffn_norm(GeGluMlp(ffn_norm(x))): the dense feed-forward branch.
+absl::Status DenseFeedForward(LayerContext& c, const float* x, float* out);
+
 // y = RMSNorm(x) · w over rows of hidden_size (w already includes any "+1").
 void Norm(LayerContext& c, const float* x, const std::vector<float>& w, float* y);
 
