@@ -155,29 +155,63 @@ class ScaleLanes {
   hn::Vec<hn::Repartition<uint8_t, D16>> table_;
 };
 
+// --- Token groups ------------------------------------------------------------
+//
+// Each kernel below takes NT tokens at once (NT <= kMaxTokens): a weight
+// block is loaded and unpacked once, then dotted with every token's
+// activations, so a small batch costs far less than NT single-token calls.
+// Each token's arithmetic is the same for every NT (same accumulators, same
+// order), so a token's output does not depend on the batch it came in.
+constexpr int kMaxTokens = 4;
+
+// Per-token activation pointers of tokens [t, t + NT).
+template <int NT>
+struct Tokens {
+  const int8_t* q8[NT];
+  const int16_t* q16[NT];
+  const float* d[NT];
+  const int16_t* bsum16[NT];
+  const int16_t* bsum32[NT];
+  Tokens(const QuantActs& a, int64_t t) {
+    const int64_t nb = a.cols / a.qb;
+    for (int j = 0; j < NT; ++j) {
+      q8[j] = a.q8 != nullptr ? a.q8 + (t + j) * a.cols : nullptr;
+      q16[j] = a.q16 != nullptr ? a.q16 + (t + j) * a.cols : nullptr;
+      d[j] = a.d + (t + j) * nb;
+      bsum16[j] = a.bsum16 + (t + j) * (a.cols / 16);
+      bsum32[j] = a.bsum32 + (t + j) * (a.cols / 32);
+    }
+  }
+};
+
+#define FACET_FOR_TOKENS _Pragma("GCC unroll 4") for (int j = 0; j < NT; ++j)
+
 // --- Q8_0: signed weights × int16 activations --------------------------------
 
-// Integer dot of one Q8_0 block with 32 activations.
-template <class D16>
-HWY_INLINE hn::Vec<hn::Repartition<int32_t, D16>> BlockDotQ8_0(D16 d16, const uint8_t* blk, const int16_t* x) {
+// Integer dots of one Q8_0 block with 32 activations of each token (at
+// offset `off`).
+template <int NT, class D16, class V32>
+HWY_INLINE void BlockDotQ8_0(D16 d16, const uint8_t* blk, const int16_t* const* x, int64_t off, V32* out) {
   const hn::Repartition<int32_t, D16> d32;
   const hn::Rebind<int8_t, D16> d8;
   const auto* qs = reinterpret_cast<const int8_t*>(blk + 2);
-  auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+  V32 s0[NT], s1[NT];
+  FACET_FOR_TOKENS { s0[j] = s1[j] = hn::Zero(d32); }
   for (size_t k = 0; k < size_t(kQ32); k += hn::Lanes(d16)) {
-    s0 = MulAcc(d32, hn::PromoteTo(d16, hn::LoadU(d8, qs + k)), hn::LoadU(d16, x + k), s0, s1);
+    const auto wq = hn::PromoteTo(d16, hn::LoadU(d8, qs + k));
+    FACET_FOR_TOKENS { s0[j] = MulAcc(d32, wq, hn::LoadU(d16, x[j] + off + k), s0[j], s1[j]); }
   }
-  return hn::Add(s0, s1);
+  FACET_FOR_TOKENS { out[j] = hn::Add(s0[j], s1[j]); }
 }
 
 // --- Q4_0 / Q5_0: unsigned codes × int8 activations --------------------------
 
-// Σ q·x over one block, q the unsigned code (value = q − 8 or q − 16). Byte
-// j of qs holds the low 4 bits of value j (low nibble) and j + 16 (high
-// nibble); for Q5_0 bit j of the little-endian u32 qh is the 5th bit of
-// value j, which LoadMaskBits turns into a lane mask directly.
-template <bool kFiveBit>
-HWY_INLINE auto BlockDotQ4Q5_0(const uint8_t* blk, const int8_t* x) {
+// Σ q·x over one block for each token, q the unsigned code (value = q − 8
+// or q − 16). Byte j of qs holds the low 4 bits of value j (low nibble) and
+// j + 16 (high nibble); for Q5_0 bit j of the little-endian u32 qh is the
+// 5th bit of value j, which LoadMaskBits turns into a lane mask directly.
+template <bool kFiveBit, int NT, class V32>
+HWY_INLINE void BlockDotQ4Q5_0(const uint8_t* blk, const int8_t* const* x, int64_t off, V32* out) {
   const hn::CappedTag<int8_t, 32> di8;
   const hn::RebindToUnsigned<decltype(di8)> d8;
   const hn::RepartitionToWide<decltype(di8)> d16;
@@ -186,14 +220,15 @@ HWY_INLINE auto BlockDotQ4Q5_0(const uint8_t* blk, const int8_t* x) {
   const uint8_t* qs = blk + (kFiveBit ? 6 : 2);
   const auto m15 = hn::Set(d8, 15);
   const auto ones = hn::Set(d16, 1);
-  auto s0 = hn::Zero(d32), s1 = hn::Zero(d32);
+  V32 s0[NT], s1[NT];
+  FACET_FOR_TOKENS { s0[j] = s1[j] = hn::Zero(d32); }
   if constexpr (hn::MaxLanes(d8) >= 32) {
     // Both nibble halves from one 16-byte broadcast, the upper 16 bytes
     // shifted down by 4: lanes in value order.
     const hn::Repartition<uint64_t, decltype(d8)> d64;
     auto q = hn::And(ShiftBytesRight(d8, hn::LoadDup128(d8, qs), HalfShifts(d64, 0, 4)), m15);
     if constexpr (kFiveBit) q = hn::Or(q, hn::IfThenElseZero(hn::LoadMaskBits(d8, qh), hn::Set(d8, 16)));
-    s0 = MulAcc(d32, SumPairs(q, hn::LoadU(di8, x)), ones, s0, s1);
+    FACET_FOR_TOKENS { s0[j] = MulAcc(d32, SumPairs(q, hn::LoadU(di8, x[j] + off)), ones, s0[j], s1[j]); }
   } else {
     const size_t N = hn::Lanes(d8);
     static_assert(hn::MaxLanes(d8) >= 8, "LoadMaskBits reads whole bytes");
@@ -205,20 +240,20 @@ HWY_INLINE auto BlockDotQ4Q5_0(const uint8_t* blk, const int8_t* x) {
         lo = hn::Or(lo, hn::IfThenElseZero(hn::LoadMaskBits(d8, qh + k / 8), hn::Set(d8, 16)));
         hi = hn::Or(hi, hn::IfThenElseZero(hn::LoadMaskBits(d8, qh + 2 + k / 8), hn::Set(d8, 16)));
       }
-      s0 = MulAcc(d32, SumPairs(lo, hn::LoadU(di8, x + k)), ones, s0, s1);
-      s0 = MulAcc(d32, SumPairs(hi, hn::LoadU(di8, x + 16 + k)), ones, s0, s1);
+      FACET_FOR_TOKENS {
+        s0[j] = MulAcc(d32, SumPairs(lo, hn::LoadU(di8, x[j] + off + k)), ones, s0[j], s1[j]);
+        s0[j] = MulAcc(d32, SumPairs(hi, hn::LoadU(di8, x[j] + off + 16 + k)), ones, s0[j], s1[j]);
+      }
     }
   }
-  return hn::Add(s0, s1);
+  FACET_FOR_TOKENS { out[j] = hn::Add(s0[j], s1[j]); }
 }
 
 constexpr int kGroup = 16;
 
 // s[i] = (fp16 scale at blk + i·stride) · xd[i] for kGroup blocks: one vector
 // conversion instead of one per block. Returns Σ s[i]·bsum[i].
-HWY_INLINE float GroupScales(const uint8_t* blk, size_t stride, const float* xd, const int16_t* bsum, float* s) {
-  HWY_ALIGN uint16_t h[kGroup];
-  for (int i = 0; i < kGroup; ++i) std::memcpy(&h[i], blk + size_t(i) * stride, 2);
+HWY_INLINE float GroupScales(const uint16_t* h, const float* xd, const int16_t* bsum, float* s) {
   // 8 lanes: wider vectors here would slow the 256-bit block loop that
   // follows (on x86, 512-bit instructions in flight close a vector port).
   const hn::CappedTag<float, 8> df;
@@ -235,9 +270,9 @@ HWY_INLINE float GroupScales(const uint8_t* blk, size_t stride, const float* xd,
   return bsum != nullptr ? hn::GetLane(hn::SumOfLanes(df, off)) : 0.0f;
 }
 
-// One row of 32-value blocks: Σ_b d_b·dx_b·(Σ q·x − offset·Σx).
-template <WeightFormat kFormat, class TX>
-float DotRow32(const uint8_t* row, int64_t nb, const TX* xq, const float* xd, const int16_t* bsum32) {
+// One row of 32-value blocks, NT tokens: Σ_b d_b·dx_b·(Σ q·x − offset·Σx).
+template <WeightFormat kFormat, int NT>
+void DotRow32(const uint8_t* row, int64_t nb, const Tokens<NT>& tk, float* out) {
   using Block = std::conditional_t<kFormat == WeightFormat::kQ8_0, BlockQ8_0,
                                    std::conditional_t<kFormat == WeightFormat::kQ4_0, BlockQ4_0, BlockQ5_0>>;
   constexpr int64_t kStride = sizeof(Block);
@@ -246,23 +281,37 @@ float DotRow32(const uint8_t* row, int64_t nb, const TX* xq, const float* xd, co
   const hn::Repartition<int32_t, decltype(d16q8)> d32q8;
   const hn::CappedTag<int32_t, 8> d32q4;
   using D32 = std::conditional_t<kFormat == WeightFormat::kQ8_0, decltype(d32q8), decltype(d32q4)>;
+  const D32 d32;
   const hn::Rebind<float, D32> df;
-  auto dot = [&](const uint8_t* blk, const TX* x) {
+  using VF = hn::Vec<decltype(df)>;
+  using V32 = hn::Vec<D32>;
+  auto dot = [&](const uint8_t* blk, int64_t off, VF* r) {
+    V32 iv[NT];
     if constexpr (kFormat == WeightFormat::kQ8_0) {
-      return hn::ConvertTo(df, BlockDotQ8_0(d16q8, blk, x));
+      BlockDotQ8_0<NT>(d16q8, blk, tk.q16, off, iv);
     } else {
-      return hn::ConvertTo(df, BlockDotQ4Q5_0<kFormat == WeightFormat::kQ5_0>(blk, x));
+      BlockDotQ4Q5_0<kFormat == WeightFormat::kQ5_0, NT>(blk, tk.q8, off, iv);
     }
+    FACET_FOR_TOKENS { r[j] = hn::ConvertTo(df, iv[j]); }
   };
+  (void)d32;
   // With one scale per 32 values the float work per block costs about as
   // much as the integer dot: the scales of kGroup blocks are converted
   // together and the FMAs alternate between two accumulators.
-  auto acc0 = hn::Zero(df), acc1 = hn::Zero(df);
-  float offset_sum = 0.0f;
-  HWY_ALIGN float s[kGroup];
+  VF acc0[NT], acc1[NT];
+  float offset_sum[NT];
+  FACET_FOR_TOKENS {
+    acc0[j] = acc1[j] = hn::Zero(df);
+    offset_sum[j] = 0.0f;
+  }
+  HWY_ALIGN float s[NT][kGroup];
   int64_t b = 0;
-  for (; b + kGroup <= nb; b += kGroup, row += kGroup * kStride, xq += kGroup * kQ32) {
-    offset_sum += GroupScales(row, kStride, xd + b, kOffset != 0 ? bsum32 + b : nullptr, s);
+  for (; b + kGroup <= nb; b += kGroup, row += kGroup * kStride) {
+    HWY_ALIGN uint16_t h[kGroup];
+    for (int i = 0; i < kGroup; ++i) std::memcpy(&h[i], row + size_t(i) * kStride, 2);
+    FACET_FOR_TOKENS {
+      offset_sum[j] += GroupScales(h, tk.d[j] + b, kOffset != 0 ? tk.bsum32[j] + b : nullptr, s[j]);
+    }
 #if HWY_COMPILER_GCC  // also true for clang
     // Make the compiler reload s[i] below: a broadcast from memory is a plain
     // load, while broadcasting a lane of the register it still holds them in
@@ -270,16 +319,28 @@ float DotRow32(const uint8_t* row, int64_t nb, const TX* xq, const float* xd, co
     asm volatile("" : : "r"(s) : "memory");
 #endif
     for (int i = 0; i < kGroup; i += 2) {
-      acc0 = hn::MulAdd(dot(row + i * kStride, xq + i * kQ32), hn::Set(df, s[i]), acc0);
-      acc1 = hn::MulAdd(dot(row + (i + 1) * kStride, xq + (i + 1) * kQ32), hn::Set(df, s[i + 1]), acc1);
+      VF r0[NT], r1[NT];
+      dot(row + i * kStride, (b + i) * kQ32, r0);
+      dot(row + (i + 1) * kStride, (b + i + 1) * kQ32, r1);
+      FACET_FOR_TOKENS {
+        acc0[j] = hn::MulAdd(r0[j], hn::Set(df, s[j][i]), acc0[j]);
+        acc1[j] = hn::MulAdd(r1[j], hn::Set(df, s[j][i + 1]), acc1[j]);
+      }
     }
   }
-  for (; b < nb; ++b, row += kStride, xq += kQ32) {
-    const float sb = LoadF16(row) * xd[b];
-    acc0 = hn::MulAdd(dot(row, xq), hn::Set(df, sb), acc0);
-    if constexpr (kOffset != 0) offset_sum += sb * float(bsum32[b]);
+  for (; b < nb; ++b, row += kStride) {
+    VF r0[NT];
+    dot(row, b * kQ32, r0);
+    const float wd = LoadF16(row);
+    FACET_FOR_TOKENS {
+      const float sb = wd * tk.d[j][b];
+      acc0[j] = hn::MulAdd(r0[j], hn::Set(df, sb), acc0[j]);
+      if constexpr (kOffset != 0) offset_sum[j] += sb * float(tk.bsum32[j][b]);
+    }
   }
-  return hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0, acc1))) - float(kOffset) * offset_sum;
+  FACET_FOR_TOKENS {
+    out[j] = hn::GetLane(hn::SumOfLanes(df, hn::Add(acc0[j], acc1[j]))) - float(kOffset) * offset_sum[j];
+  }
 }
 
 // --- 256-value super-blocks: Q4_K, Q5_K, Q6_K --------------------------------
@@ -292,8 +353,8 @@ float DotRow32(const uint8_t* row, int64_t nb, const TX* xq, const float* xd, co
 // Q4_K and Q5_K share everything but the 5th bit. Per 32-value sub-block j:
 // value = d·sc_j·q − dmin·m_j, so Σ value·x = d·dx·Σ_j sc_j·Σ q·x −
 // dmin·dx·Σ_j m_j·Σx_j; the second sum uses the activation block sums.
-template <bool kFiveBit>
-float DotQ45K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, const int16_t* bsum32) {
+template <bool kFiveBit, int NT>
+void DotQ45K(const uint8_t* row, int64_t nb, const Tokens<NT>& tk, float* out) {
   using Block = std::conditional_t<kFiveBit, BlockQ5_K, BlockQ4_K>;
   const hn::CappedTag<int8_t, 64> di8;
   const hn::RebindToUnsigned<decltype(di8)> d8;
@@ -305,21 +366,29 @@ float DotQ45K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd,
   const hn::Repartition<int32_t, decltype(d16x8)> d32x4;
   const hn::Rebind<float, decltype(d32x4)> df4;
   const hn::Rebind<uint8_t, decltype(d16x8)> d8x8;
+  using V32 = hn::Vec<decltype(d32)>;
+  using V32x4 = hn::Vec<decltype(d32x4)>;
   const auto m15 = hn::Set(d8, 15);
   const auto one = hn::Set(d8, 1);
-  auto facc = hn::Zero(df);
-  auto macc = hn::Zero(df4);
-  for (int64_t b = 0; b < nb; ++b, xq += kQK, bsum32 += 8) {
+  hn::Vec<decltype(df)> facc[NT];
+  hn::Vec<decltype(df4)> macc[NT];
+  FACET_FOR_TOKENS {
+    facc[j] = hn::Zero(df);
+    macc[j] = hn::Zero(df4);
+  }
+  for (int64_t b = 0; b < nb; ++b) {
     const auto& blk = reinterpret_cast<const Block*>(row)[b];
+    const int64_t xo = b * kQK;
     HWY_ALIGN uint32_t scm[4];
     UnpackScaleMinK4(blk.scales, scm);
     const auto* scm8 = reinterpret_cast<const uint8_t*>(scm);
     // Lane i of the int16 pair sums covers values 2i, 2i+1: sub-block i / 16.
     const ScaleLanes<16, false, decltype(d16)> scales(d16, scm8);
-    auto acc0 = hn::Zero(d32), acc1 = hn::Zero(d32);
+    V32 acc0[NT], acc1[NT];
+    FACET_FOR_TOKENS { acc0[j] = acc1[j] = hn::Zero(d32); }
     for (int c = 0; c < 4; ++c) {
       const uint8_t* qs = blk.qs + 32 * c;
-      const int8_t* x = xq + 64 * c;
+      const int64_t xc = xo + 64 * c;
       if constexpr (hn::MaxLanes(d8) >= 64) {
         const hn::Half<decltype(d8)> dh;
         const auto v = hn::LoadU(dh, qs);
@@ -329,7 +398,8 @@ float DotQ45K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd,
           const auto bit = hn::And(ShiftBytesRight(d8, hn::Combine(d8, h, h), HalfShifts(d64, 2 * c, 2 * c + 1)), one);
           q = hn::Or(q, hn::ShiftLeft<4>(bit));
         }
-        acc0 = MulAcc(d32, SumPairs(q, hn::LoadU(di8, x)), scales.Get(2 * c), acc0, acc1);
+        const auto sc = scales.Get(2 * c);
+        FACET_FOR_TOKENS { acc0[j] = MulAcc(d32, SumPairs(q, hn::LoadU(di8, tk.q8[j] + xc)), sc, acc0[j], acc1[j]); }
       } else {
         for (size_t k = 0; k < 32; k += hn::Lanes(d8)) {
           const auto v = hn::LoadU(d8, qs + k);
@@ -340,22 +410,30 @@ float DotQ45K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd,
             lo = hn::Or(lo, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c), one)));
             hi = hn::Or(hi, hn::ShiftLeft<4>(hn::And(hn::ShiftRightSame(h, 2 * c + 1), one)));
           }
-          acc0 = MulAcc(d32, SumPairs(lo, hn::LoadU(di8, x + k)), scales.Get(2 * c), acc0, acc1);
-          acc0 = MulAcc(d32, SumPairs(hi, hn::LoadU(di8, x + 32 + k)), scales.Get(2 * c + 1), acc0, acc1);
+          const auto sc_lo = scales.Get(2 * c), sc_hi = scales.Get(2 * c + 1);
+          FACET_FOR_TOKENS {
+            acc0[j] = MulAcc(d32, SumPairs(lo, hn::LoadU(di8, tk.q8[j] + xc + k)), sc_lo, acc0[j], acc1[j]);
+            acc0[j] = MulAcc(d32, SumPairs(hi, hn::LoadU(di8, tk.q8[j] + xc + 32 + k)), sc_hi, acc0[j], acc1[j]);
+          }
         }
       }
     }
-    const float dx = xd[b];
     const auto* bytes = reinterpret_cast<const uint8_t*>(&blk);
-    facc = hn::MulAdd(hn::ConvertTo(df, hn::Add(acc0, acc1)), hn::Set(df, LoadF16(bytes) * dx), facc);
+    const float wd = LoadF16(bytes), wmin = LoadF16(bytes + 2);
     // Mins: Σ_j m_j·bsum32_j, kept as a vector across blocks.
-    auto m0 = hn::Zero(d32x4), m1 = hn::Zero(d32x4);
-    for (size_t j = 0; j < 8; j += hn::Lanes(d16x8)) {
-      m0 = MulAcc(d32x4, hn::PromoteTo(d16x8, hn::LoadU(d8x8, scm8 + 8 + j)), hn::LoadU(d16x8, bsum32 + j), m0, m1);
+    V32x4 m0[NT], m1[NT];
+    FACET_FOR_TOKENS { m0[j] = m1[j] = hn::Zero(d32x4); }
+    for (size_t g = 0; g < 8; g += hn::Lanes(d16x8)) {
+      const auto mins = hn::PromoteTo(d16x8, hn::LoadU(d8x8, scm8 + 8 + g));
+      FACET_FOR_TOKENS { m0[j] = MulAcc(d32x4, mins, hn::LoadU(d16x8, tk.bsum32[j] + 8 * b + g), m0[j], m1[j]); }
     }
-    macc = hn::MulAdd(hn::ConvertTo(df4, hn::Add(m0, m1)), hn::Set(df4, LoadF16(bytes + 2) * dx), macc);
+    FACET_FOR_TOKENS {
+      const float dx = tk.d[j][b];
+      facc[j] = hn::MulAdd(hn::ConvertTo(df, hn::Add(acc0[j], acc1[j])), hn::Set(df, wd * dx), facc[j]);
+      macc[j] = hn::MulAdd(hn::ConvertTo(df4, hn::Add(m0[j], m1[j])), hn::Set(df4, wmin * dx), macc[j]);
+    }
   }
-  return hn::GetLane(hn::SumOfLanes(df, facc)) - hn::GetLane(hn::SumOfLanes(df4, macc));
+  FACET_FOR_TOKENS { out[j] = hn::GetLane(hn::SumOfLanes(df, facc[j])) - hn::GetLane(hn::SumOfLanes(df4, macc[j])); }
 }
 
 // Q6_K: value = d·sc_g·(q − 32) per 16-value group g, q in [0, 64). The −32
@@ -363,7 +441,8 @@ float DotQ45K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd,
 // l < 32: ql[l] holds the low 4 bits of values l (low nibble) and l + 64,
 // ql[l + 32] those of l + 32 and l + 96, and qh[l] the top 2 bits of l,
 // l + 32, l + 64, l + 96 at bits 0, 2, 4, 6.
-float DotQ6K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, const int16_t* bsum16) {
+template <int NT>
+void DotQ6K(const uint8_t* row, int64_t nb, const Tokens<NT>& tk, float* out) {
   const hn::CappedTag<int8_t, 64> di8;
   const hn::RebindToUnsigned<decltype(di8)> d8;
   const hn::RepartitionToWide<decltype(di8)> d16;
@@ -375,6 +454,8 @@ float DotQ6K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, 
   const hn::Repartition<int32_t, decltype(d16x16)> d32x8;
   const hn::Rebind<float, decltype(d32x8)> df8;
   const hn::Rebind<int8_t, decltype(d16x16)> ds8;
+  using V32 = hn::Vec<decltype(d32)>;
+  using V32x8 = hn::Vec<decltype(d32x8)>;
   const auto m15 = hn::Set(d8, 15);
   const auto m48 = hn::Set(d8, 0x30);
   // The byte shifts below go through 16-bit lanes; the masks keep each
@@ -383,17 +464,22 @@ float DotQ6K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, 
   auto shr = [&](auto v, auto bits) { return hn::BitCast(d8, hn::ShiftRight<decltype(bits)::value>(hn::BitCast(du16, v))); };
   using Two = std::integral_constant<int, 2>;
   using Four = std::integral_constant<int, 4>;
-  auto facc = hn::Zero(df);
-  auto oacc = hn::Zero(df8);
+  hn::Vec<decltype(df)> facc[NT];
+  hn::Vec<decltype(df8)> oacc[NT];
+  FACET_FOR_TOKENS {
+    facc[j] = hn::Zero(df);
+    oacc[j] = hn::Zero(df8);
+  }
   const auto* blk = reinterpret_cast<const BlockQ6_K*>(row);
-  for (int64_t b = 0; b < nb; ++b, xq += kQK, bsum16 += 16) {
+  for (int64_t b = 0; b < nb; ++b) {
     // Lane i of the int16 pair sums covers values 2i, 2i+1: group i / 8.
     const ScaleLanes<8, true, decltype(d16)> scales(d16, reinterpret_cast<const uint8_t*>(blk[b].scales));
-    auto acc0 = hn::Zero(d32), acc1 = hn::Zero(d32);
+    V32 acc0[NT], acc1[NT];
+    FACET_FOR_TOKENS { acc0[j] = acc1[j] = hn::Zero(d32); }
     for (int n = 0; n < 2; ++n) {
       const uint8_t* ql = blk[b].ql + 64 * n;
       const uint8_t* qh = blk[b].qh + 32 * n;
-      const int8_t* x = xq + 128 * n;
+      const int64_t xo = b * kQK + 128 * n;
       if constexpr (hn::MaxLanes(d8) >= 64) {
         // [ql[0..32) | ql[32..64)] gives values [l | l + 32] from its low
         // nibbles and [l + 64 | l + 96] from its high nibbles; qh shifted by
@@ -404,8 +490,11 @@ float DotQ6K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, 
         const auto t = ShiftBytesRight(d8, hn::Combine(d8, h, h), HalfShifts(d64, 0, 2));
         const auto q_lo = hn::OrAnd(hn::And(a, m15), shl(t, Four()), m48);
         const auto q_hi = hn::OrAnd(hn::And(shr(a, Four()), m15), t, m48);
-        acc0 = MulAcc(d32, SumPairs(q_lo, hn::LoadU(di8, x)), scales.Get(8 * n), acc0, acc1);
-        acc0 = MulAcc(d32, SumPairs(q_hi, hn::LoadU(di8, x + 64)), scales.Get(8 * n + 4), acc0, acc1);
+        const auto sc_lo = scales.Get(8 * n), sc_hi = scales.Get(8 * n + 4);
+        FACET_FOR_TOKENS {
+          acc0[j] = MulAcc(d32, SumPairs(q_lo, hn::LoadU(di8, tk.q8[j] + xo)), sc_lo, acc0[j], acc1[j]);
+          acc0[j] = MulAcc(d32, SumPairs(q_hi, hn::LoadU(di8, tk.q8[j] + xo + 64)), sc_hi, acc0[j], acc1[j]);
+        }
       } else {
         for (size_t l = 0; l < 32; l += hn::Lanes(d8)) {
           const auto a = hn::LoadU(d8, ql + l);
@@ -416,31 +505,57 @@ float DotQ6K(const uint8_t* row, int64_t nb, const int8_t* xq, const float* xd, 
           const auto q3 = hn::OrAnd(hn::And(shr(a, Four()), m15), h, m48);
           const auto q4 = hn::OrAnd(hn::And(shr(c, Four()), m15), shr(h, Two()), m48);
           const int g = 8 * n + int(l / 16);
-          acc0 = MulAcc(d32, SumPairs(q1, hn::LoadU(di8, x + l)), scales.Get(g), acc0, acc1);
-          acc0 = MulAcc(d32, SumPairs(q2, hn::LoadU(di8, x + 32 + l)), scales.Get(g + 2), acc0, acc1);
-          acc0 = MulAcc(d32, SumPairs(q3, hn::LoadU(di8, x + 64 + l)), scales.Get(g + 4), acc0, acc1);
-          acc0 = MulAcc(d32, SumPairs(q4, hn::LoadU(di8, x + 96 + l)), scales.Get(g + 6), acc0, acc1);
+          FACET_FOR_TOKENS {
+            const int8_t* x = tk.q8[j] + xo;
+            acc0[j] = MulAcc(d32, SumPairs(q1, hn::LoadU(di8, x + l)), scales.Get(g), acc0[j], acc1[j]);
+            acc0[j] = MulAcc(d32, SumPairs(q2, hn::LoadU(di8, x + 32 + l)), scales.Get(g + 2), acc0[j], acc1[j]);
+            acc0[j] = MulAcc(d32, SumPairs(q3, hn::LoadU(di8, x + 64 + l)), scales.Get(g + 4), acc0[j], acc1[j]);
+            acc0[j] = MulAcc(d32, SumPairs(q4, hn::LoadU(di8, x + 96 + l)), scales.Get(g + 6), acc0[j], acc1[j]);
+          }
         }
       }
     }
-    const float dd = LoadF16(reinterpret_cast<const uint8_t*>(&blk[b].d)) * xd[b];
-    facc = hn::MulAdd(hn::ConvertTo(df, hn::Add(acc0, acc1)), hn::Set(df, dd), facc);
+    const float wd = LoadF16(reinterpret_cast<const uint8_t*>(&blk[b].d));
     // Offsets: 32·Σ_g sc_g·bsum16_g, kept as a vector across blocks.
-    auto o0 = hn::Zero(d32x8), o1 = hn::Zero(d32x8);
+    V32x8 o0[NT], o1[NT];
+    FACET_FOR_TOKENS { o0[j] = o1[j] = hn::Zero(d32x8); }
     for (size_t g = 0; g < 16; g += hn::Lanes(d16x16)) {
-      o0 = MulAcc(d32x8, hn::PromoteTo(d16x16, hn::LoadU(ds8, blk[b].scales + g)), hn::LoadU(d16x16, bsum16 + g), o0,
-                  o1);
+      const auto sc = hn::PromoteTo(d16x16, hn::LoadU(ds8, blk[b].scales + g));
+      FACET_FOR_TOKENS { o0[j] = MulAcc(d32x8, sc, hn::LoadU(d16x16, tk.bsum16[j] + 16 * b + g), o0[j], o1[j]); }
     }
-    oacc = hn::MulAdd(hn::ConvertTo(df8, hn::Add(o0, o1)), hn::Set(df8, dd * 32.0f), oacc);
+    FACET_FOR_TOKENS {
+      const float dd = wd * tk.d[j][b];
+      facc[j] = hn::MulAdd(hn::ConvertTo(df, hn::Add(acc0[j], acc1[j])), hn::Set(df, dd), facc[j]);
+      oacc[j] = hn::MulAdd(hn::ConvertTo(df8, hn::Add(o0[j], o1[j])), hn::Set(df8, dd * 32.0f), oacc[j]);
+    }
   }
-  return hn::GetLane(hn::SumOfLanes(df, facc)) - hn::GetLane(hn::SumOfLanes(df8, oacc));
+  FACET_FOR_TOKENS { out[j] = hn::GetLane(hn::SumOfLanes(df, facc[j])) - hn::GetLane(hn::SumOfLanes(df8, oacc[j])); }
+}
+
+#undef FACET_FOR_TOKENS
+
+// Outputs of one weight row for tokens [t, t + NT).
+template <int NT>
+HWY_INLINE void DotTokens(WeightFormat f, const uint8_t* row, const QuantActs& a, int64_t t, float* y, int64_t ldy) {
+  const int64_t nb = a.cols / a.qb;
+  const Tokens<NT> tk(a, t);
+  float v[NT] = {};
+  switch (f) {
+    case WeightFormat::kQ8_0: DotRow32<WeightFormat::kQ8_0, NT>(row, nb, tk, v); break;
+    case WeightFormat::kQ4_0: DotRow32<WeightFormat::kQ4_0, NT>(row, nb, tk, v); break;
+    case WeightFormat::kQ5_0: DotRow32<WeightFormat::kQ5_0, NT>(row, nb, tk, v); break;
+    case WeightFormat::kQ4_K: DotQ45K<false, NT>(row, nb, tk, v); break;
+    case WeightFormat::kQ5_K: DotQ45K<true, NT>(row, nb, tk, v); break;
+    case WeightFormat::kQ6_K: DotQ6K<NT>(row, nb, tk, v); break;
+    default: break;  // rejected by the caller
+  }
+  for (int j = 0; j < NT; ++j) y[(t + j) * ldy] = v[j];
 }
 
 // y[t·ldy + r] for rows [r0, r1) and tokens [t0, t1). Rows outermost so a
 // weight row stays in L1 while every token reads it.
 void MatMulRows(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
                 const QuantActs& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
-  const int64_t nb = a.cols / a.qb;
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w + r * row_bytes;
     // Decode reads each weight once, from DRAM: ask for the row after next
@@ -448,23 +563,13 @@ void MatMulRows(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0,
     if (r + 2 < r1) {
       for (int64_t off = 0; off < row_bytes; off += 64) hwy::Prefetch(row + 2 * row_bytes + off);
     }
-    for (int64_t t = t0; t < t1; ++t) {
-      const int8_t* x8 = a.q8 != nullptr ? a.q8 + t * a.cols : nullptr;
-      const int16_t* x16 = a.q16 != nullptr ? a.q16 + t * a.cols : nullptr;
-      const float* xd = a.d + t * nb;
-      const int16_t* bs16 = a.bsum16 + t * (a.cols / 16);
-      const int16_t* bs32 = a.bsum32 + t * (a.cols / 32);
-      float v = 0.0f;
-      switch (f) {
-        case WeightFormat::kQ8_0: v = DotRow32<WeightFormat::kQ8_0>(row, nb, x16, xd, bs32); break;
-        case WeightFormat::kQ4_0: v = DotRow32<WeightFormat::kQ4_0>(row, nb, x8, xd, bs32); break;
-        case WeightFormat::kQ5_0: v = DotRow32<WeightFormat::kQ5_0>(row, nb, x8, xd, bs32); break;
-        case WeightFormat::kQ4_K: v = DotQ45K<false>(row, nb, x8, xd, bs32); break;
-        case WeightFormat::kQ5_K: v = DotQ45K<true>(row, nb, x8, xd, bs32); break;
-        case WeightFormat::kQ6_K: v = DotQ6K(row, nb, x8, xd, bs16); break;
-        default: break;  // rejected by the caller
-      }
-      y[t * ldy + r] = v;
+    int64_t t = t0;
+    for (; t + kMaxTokens <= t1; t += kMaxTokens) DotTokens<kMaxTokens>(f, row, a, t, y + r, ldy);
+    switch (t1 - t) {
+      case 3: DotTokens<3>(f, row, a, t, y + r, ldy); break;
+      case 2: DotTokens<2>(f, row, a, t, y + r, ldy); break;
+      case 1: DotTokens<1>(f, row, a, t, y + r, ldy); break;
+      default: break;
     }
   }
 }

@@ -492,5 +492,38 @@ TEST(QuantBench, DecodeThroughput) {
   }
 }
 
+// Small batches (continuous batching): every weight block is unpacked once
+// per group of tokens, so m tokens should cost well under m× one token.
+// Prints only; no assertion on timing.
+TEST(QuantBench, SmallBatch) {
+  ThreadPool pool(2);
+  struct Shape {
+    int64_t rows, cols;
+  };
+  for (WeightFormat f : {WeightFormat::kQ5_0, WeightFormat::kQ4_K, WeightFormat::kQ6_K, WeightFormat::kQ8_0}) {
+    for (Shape s : {Shape{2048, 640}, Shape{640, 2048}}) {
+      if (s.cols % BlockSize(f) != 0) continue;
+      const QuantMatrix w = MakeMatrix(f, s.rows, s.cols, 5);
+      for (int64_t m : {1, 4, 16}) {
+        const std::vector<float> x = TestData(m * s.cols, 7);
+        std::vector<float> y(size_t(m * s.rows));
+        for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+          ASSERT_TRUE(QuantMatMul(x.data(), m, w.ref, y.data(), p).ok());  // warm up
+          double best = 1e9;
+          for (int rep = 0; rep < 5; ++rep) {
+            const int iters = 10;
+            const auto t0 = std::chrono::steady_clock::now();
+            for (int i = 0; i < iters; ++i) ASSERT_TRUE(QuantMatMul(x.data(), m, w.ref, y.data(), p).ok());
+            best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() / iters);
+          }
+          std::printf("[ QuantBench ] %s %-4s %4lldx%-4lld m=%2lld threads=%d: %8.3f ms\n", QuantSimdTarget(),
+                      Name(f).c_str(), (long long)s.rows, (long long)s.cols, (long long)m, p ? p->num_threads() : 1,
+                      best * 1e3);
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace facet
