@@ -374,6 +374,28 @@ TEST(QuantMatMul, MatchesDequantizedReference) {
   }
 }
 
+// Small batches go through the kernels in groups of tokens plus a
+// remainder: every group size and remainder must match the reference, and a
+// token's output must not depend on the batch it came in.
+TEST(QuantMatMul, SmallBatchesMatchReference) {
+  for (WeightFormat f : kBlockFormats) {
+    const int64_t rows = 11, cols = 2 * BlockSize(f) * (BlockSize(f) == 32 ? 9 : 1);
+    const QuantMatrix w = MakeMatrix(f, rows, cols, 17);
+    for (int64_t m : {2, 3, 5, 16, 33}) {
+      SCOPED_TRACE(Name(f) + " m=" + std::to_string(m));
+      const std::vector<float> x = TestData(m * cols, uint32_t(m + 7));
+      std::vector<float> y(size_t(m * rows), NAN);
+      ASSERT_TRUE(QuantMatMul(x.data(), m, w.ref, y.data(), nullptr).ok());
+      CheckMatMul(w, x, m, y, /*exact_acts=*/false);
+      for (int64_t t : {int64_t{0}, m - 1}) {
+        std::vector<float> y1(static_cast<size_t>(rows));
+        ASSERT_TRUE(QuantMatMul(x.data() + t * cols, 1, w.ref, y1.data(), nullptr).ok());
+        for (int64_t r = 0; r < rows; ++r) EXPECT_EQ(y[t * rows + r], y1[r]) << "token " << t << " row " << r;
+      }
+    }
+  }
+}
+
 // Activations that are exact multiples of amax/127 survive the int8 step
 // unchanged, so the only error left is float rounding: catches a wrong
 // sub-block scale or min that the looser bound above could hide.
