@@ -9,6 +9,7 @@
 #define FACET_KERNELS_CPU_QUANT_MATMUL_SHARED_
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -18,6 +19,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/status.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant.h"
 #include "kernels/cpu/quant_blocks.h"
 
@@ -668,6 +670,37 @@ struct ActScratch {
 
 using namespace quant_internal;  // NOLINT: this file's own helpers
 
+namespace {
+
+// y[m, rows] = x · wᵀ by panels of weight rows: each panel is dequantized once
+// into a per-thread fp32 buffer and multiplied by all m tokens with the fp32
+// GEMM (cpu::MatMul), then scattered into y.
+absl::Status PanelMatMul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool) {
+  constexpr int64_t kPanel = 128;
+  const int64_t panels = (w.rows + kPanel - 1) / kPanel;
+  std::atomic<bool> failed{false};
+  auto run = [&](int64_t p0, int64_t p1) {
+    thread_local std::vector<float> wf, yf;
+    wf.resize(size_t(kPanel * w.cols));
+    yf.resize(size_t(kPanel * m));
+    for (int64_t p = p0; p < p1; ++p) {
+      const int64_t r0 = p * kPanel, n = std::min(kPanel, w.rows - r0);
+      for (int64_t r = 0; r < n; ++r) {
+        if (!DequantizeRow(w.format, w.row(r0 + r), wf.data() + r * w.cols, w.cols).ok()) failed = true;
+      }
+      const WeightRef panel{wf.data(), WeightFormat::kF32, n, w.cols};
+      if (!cpu::MatMul(x, m, panel, yf.data(), nullptr).ok()) failed = true;
+      for (int64_t t = 0; t < m; ++t) std::memcpy(y + t * w.rows + r0, yf.data() + t * n, sizeof(float) * n);
+    }
+  };
+  if (pool) pool->ParallelFor(panels, 1, run);
+  else run(0, panels);
+  if (failed) return absl::InternalError("QuantMatMul: panel dequantization failed");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool) {
   if (!IsQuantized(w.format)) {
     return absl::InvalidArgumentError(
@@ -689,6 +722,11 @@ absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y
   if (reinterpret_cast<uintptr_t>(w.data) % 2 != 0) {
     return absl::InvalidArgumentError("QuantMatMul: weight data must be 2-byte aligned (fp16 scales)");
   }
+  // Prefill-sized batches are compute-bound: dequantizing a panel of rows to
+  // fp32 once and running the fp32 GEMM micro-kernel over all tokens beats
+  // integer dot products that redo each block's unpacking per token.
+  constexpr int64_t kPanelMinTokens = 64;
+  if (m >= kPanelMinTokens) return PanelMatMul(x, m, w, y, pool);
   const int qb = BlockSize(w.format) == kQK ? kQK : kQ32;
   const int64_t cols = w.cols;
   const int64_t nb = cols / qb;

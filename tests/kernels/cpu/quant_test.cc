@@ -396,6 +396,26 @@ TEST(QuantMatMul, SmallBatchesMatchReference) {
   }
 }
 
+// Prefill-sized batches (m >= 64) dequantize panels of 128 rows to fp32 and
+// use the fp32 GEMM: exact fp32 activations, so the tight (exact_acts) bound
+// applies; 130 rows leave a ragged last panel; with and without the pool.
+TEST(QuantMatMul, PrefillBatchesUseFp32Panels) {
+  ThreadPool pool(2);
+  for (WeightFormat f : kBlockFormats) {
+    const int64_t rows = 130, cols = BlockSize(f) * (BlockSize(f) == 32 ? 5 : 1);
+    const QuantMatrix w = MakeMatrix(f, rows, cols, 23);
+    for (int64_t m : {64, 70}) {
+      for (ThreadPool* p : {static_cast<ThreadPool*>(nullptr), &pool}) {
+        SCOPED_TRACE(Name(f) + " m=" + std::to_string(m) + (p ? " pool" : " serial"));
+        const std::vector<float> x = TestData(m * cols, uint32_t(m + 3));
+        std::vector<float> y(size_t(m * rows), NAN);
+        ASSERT_TRUE(QuantMatMul(x.data(), m, w.ref, y.data(), p).ok());
+        CheckMatMul(w, x, m, y, /*exact_acts=*/true);
+      }
+    }
+  }
+}
+
 // Activations that are exact multiples of amax/127 survive the int8 step
 // unchanged, so the only error left is float rounding: catches a wrong
 // sub-block scale or min that the looser bound above could hide.
