@@ -423,6 +423,23 @@ void SetQueryScale(Fields& f, ModelConfig& c) {
   c.attention_scale = float(1.0 / std::sqrt(qpas > 0 ? qpas : 1.0));
 }
 
+// Gemma 2 and 3: every layer has the same heads, head dim and MLP width; only
+// the window and the RoPE differ between sliding and global layers.
+void AppendUniformLayers(const std::vector<AttentionKind>& kinds, const Common& k,
+                         const RopeConfig& sliding, const RopeConfig& global, ModelConfig& c) {
+  for (AttentionKind kind : kinds) {
+    LayerConfig l;
+    l.attention = kind;
+    l.num_heads = k.heads;
+    l.num_kv_heads = k.kv_heads;
+    l.head_dim = k.head_dim;
+    l.sliding_window = kind == AttentionKind::kSliding ? k.window : 0;
+    l.rope = kind == AttentionKind::kSliding ? sliding : global;
+    l.intermediate_size = k.intermediate;
+    c.layers.push_back(l);
+  }
+}
+
 // Gemma 2 (HF Gemma2Config): even layers slide, one RoPE for all layers,
 // softcaps 50 / 30, "1 + w" norms, no q/k norm.
 void ParseGemma2(Fields& f, ModelConfig& c) {
@@ -443,17 +460,7 @@ void ParseGemma2(Fields& f, ModelConfig& c) {
 
   std::vector<AttentionKind> kinds = LayerKinds(f, k.layers, /*pattern=*/2);
   if (!f.ok()) return;
-  for (AttentionKind kind : kinds) {
-    LayerConfig l;
-    l.attention = kind;
-    l.num_heads = k.heads;
-    l.num_kv_heads = k.kv_heads;
-    l.head_dim = k.head_dim;
-    l.sliding_window = kind == AttentionKind::kSliding ? k.window : 0;
-    l.rope = kind == AttentionKind::kSliding ? sliding : global;
-    l.intermediate_size = k.intermediate;
-    c.layers.push_back(l);
-  }
+  AppendUniformLayers(kinds, k, sliding, global, c);
 }
 
 // Gemma 3 (HF Gemma3TextConfig). Its defaults matter: the 4B/12B/27B VLM
@@ -488,17 +495,7 @@ void ParseGemma3(Fields& f, ModelConfig& c) {
   int pattern = f.PositiveInt(pattern_key, 6);
   std::vector<AttentionKind> kinds = LayerKinds(f, k.layers, pattern);
   if (!f.ok()) return;
-  for (AttentionKind kind : kinds) {
-    LayerConfig l;
-    l.attention = kind;
-    l.num_heads = k.heads;
-    l.num_kv_heads = k.kv_heads;
-    l.head_dim = k.head_dim;
-    l.sliding_window = kind == AttentionKind::kSliding ? k.window : 0;
-    l.rope = kind == AttentionKind::kSliding ? sliding : global;
-    l.intermediate_size = k.intermediate;
-    c.layers.push_back(l);
-  }
+  AppendUniformLayers(kinds, k, sliding, global, c);
 }
 
 // Gemma 4 (HF Gemma4TextConfig): global layers have their own head dim,

@@ -60,18 +60,6 @@ absl::StatusOr<uint16_t> RoundUpFp16(float v) {
   return bits;
 }
 
-int RoundClamp(float v, int lo, int hi) {
-  const float r = std::nearbyint(v);
-  if (!(r >= float(lo))) return lo;  // also catches NaN
-  if (r > float(hi)) return hi;
-  return int(r);
-}
-
-float AbsMax(const float* x, int n) {
-  float m = 0.0f;
-  for (int i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
-  return m;
-}
 
 absl::Status QuantizeQ8_0(const float* x, BlockQ8_0* y) {
   ASSIGN_OR_RETURN(y->d, RoundUpFp16(AbsMax(x, kQ32) / 127.0f));

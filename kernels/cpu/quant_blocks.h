@@ -4,6 +4,8 @@
 // block_q5_K, block_q6_K).
 #pragma once
 
+#include <algorithm>
+#include <cmath>
 #include <cstdint>
 
 #include "kernels/cpu/weight.h"
@@ -66,5 +68,20 @@ struct QuantActs {
 };
 
 inline bool WideActs(WeightFormat f) { return f == WeightFormat::kQ8_0; }
+
+// Round to nearest (ties to even) and clamp to [lo, hi]; NaN gives lo.
+inline int RoundClamp(float v, int lo, int hi) {
+  const float r = std::nearbyint(v);
+  if (!(r >= float(lo))) return lo;
+  if (r > float(hi)) return hi;
+  return int(r);
+}
+
+// max |x_i| over n values (0 for n = 0).
+inline float AbsMax(const float* x, int n) {
+  float m = 0.0f;
+  for (int i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
+  return m;
+}
 
 }  // namespace facet::quant_internal

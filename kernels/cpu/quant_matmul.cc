@@ -591,18 +591,6 @@ namespace {
 HWY_EXPORT(MatMulRows);
 HWY_EXPORT(TargetName);
 
-int RoundClamp(float v, int lo, int hi) {
-  const float r = std::nearbyint(v);
-  if (!(r >= float(lo))) return lo;  // also catches NaN
-  if (r > float(hi)) return hi;
-  return int(r);
-}
-
-float AbsMax(const float* x, int n) {
-  float m = 0.0f;
-  for (int i = 0; i < n; ++i) m = std::max(m, std::fabs(x[i]));
-  return m;
-}
 
 // Int8 activations of one token: blocks of qb values, scale amax/127,
 // stored as int8 (q8) or int16 (q16, the other null).
