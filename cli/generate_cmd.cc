@@ -2,6 +2,8 @@
 //
 //   facet generate --model DIR --prompt "Why is the sky blue?" --chat --max-tokens 64
 //   facet generate --model DIR --prompt-ids 2,17,99 --json
+//   mpirun -np 4 facet generate --tp 4 --model DIR --prompt "..."   (rank 0 prints)
+#include <algorithm>
 #include <iostream>
 #include <memory>
 #include <string>
@@ -9,12 +11,15 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "cli/commands.h"
 #include "cli/load.h"
 #include "core/thread_pool.h"
 #include "models/chat_template.h"
 #include "models/model.h"
+#include "parallel/communicator.h"
+#include "worker/device_registry.h"
 #include "worker/generator.h"
 
 namespace facet::cli {
@@ -27,7 +32,10 @@ struct GenerateCmdOptions {
   bool chat = false;
   bool json = false;
   int threads = 0;
+  int tp = 1;  // tensor-parallel ranks (the mpirun world)
+  int ep = 0;  // expert-parallel ranks; 0 = same as tp for MoE models
   SamplingParams sampling;
+  std::string device = "cpu";  // --device: cpu or cuda (worker/device_registry.h)
 };
 
 absl::StatusOr<std::vector<int32_t>> ParseIds(const std::string& s) {
@@ -47,8 +55,27 @@ int RunGenerate(GenerateCmdOptions opt) {
     std::cerr << "facet generate: " << s.message() << "\n";
     return s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kOutOfRange ? 2 : 1;
   };
+  // One model replica over the launcher's world: every rank runs the same
+  // loop on identical (all-gathered) logits, so all pick the same tokens;
+  // only rank 0 prints.
+  if (absl::Status st = CheckDevice(opt.device); !st.ok()) return fail(st);
+  auto world = parallel::CreateWorldCommunicator();
+  if (!world.ok()) return fail(world.status());
+  const int ep = opt.ep > 0 ? opt.ep : opt.tp;
+  if (opt.tp < 1 || std::max(opt.tp, ep) != (*world)->size()) {
+    return fail(absl::InvalidArgumentError(absl::StrCat(
+        "--tp ", opt.tp, opt.ep > 0 ? absl::StrCat(" --ep ", opt.ep) : std::string(),
+        " needs a world of ", std::max(opt.tp, ep),
+        " ranks (run under mpirun -np N); this world has ", (*world)->size())));
+  }
+  const bool leader = (*world)->rank() == 0;
+  auto groups = parallel::MakeProcessGroups(**world, opt.tp, ep);
+  if (!groups.ok()) return fail(groups.status());
   ThreadPool pool(opt.threads);
-  auto model = Model::Load(opt.model, &pool);
+  Model::LoadOptions load;
+  load.tp = groups->tp.get();
+  load.ep = groups->ep.get();
+  auto model = Model::Load(opt.model, &pool, load);
   if (!model.ok()) return fail(model.status());
   const ModelConfig& cfg = (*model)->config();
 
@@ -78,14 +105,15 @@ int RunGenerate(GenerateCmdOptions opt) {
   std::unique_ptr<IncrementalDetokenizer> detok;
   if (tok) detok = std::make_unique<IncrementalDetokenizer>(*tok);
   GenerateOptions gen;
-  if (!opt.json && detok) {
+  if (!opt.json && detok && leader) {
     gen.on_token = [&](int32_t id) {
       std::cout << detok->Push(id) << std::flush;
       return true;
     };
   }
-  auto result = Generate(**model, prompt, opt.sampling, gen);
+  auto result = GenerateOn(opt.device, **model, prompt, opt.sampling, gen);
   if (!result.ok()) return fail(result.status());
+  if (!leader) return 0;
 
   if (opt.json) {
     std::vector<int32_t> out_ids = result->ids;
@@ -126,7 +154,12 @@ void RegisterGenerate(CLI::App& app) {
   cmd->add_option("--repetition-penalty", opt->sampling.repetition_penalty, "1 = off");
   cmd->add_option("--seed", opt->sampling.seed, "sampling seed (same seed, same output)");
   cmd->add_option("--threads", opt->threads, "CPU threads (0 = all cores)");
+  cmd->add_option("--tp", opt->tp, "tensor-parallel ranks: run under mpirun -np N with --tp N")
+      ->capture_default_str();
+  cmd->add_option("--ep", opt->ep, "expert-parallel ranks for MoE models (default: --tp)");
   cmd->add_flag("--json", opt->json, "print one JSON object: ids, text, prefill_tok_s, decode_tok_s");
+  cmd->add_option("--device", opt->device, "where the forward runs: cpu or cuda (one GPU, --tp 1)")
+      ->capture_default_str();
   cmd->callback([opt] { SetExitCode(RunGenerate(*opt)); });
 }
 

@@ -4,6 +4,7 @@
 #include "models/layer.h"
 
 #include "kernels/cpu/ops.h"
+#include "parallel/moe.h"
 
 namespace facet {
 namespace {
@@ -24,9 +25,18 @@ absl::Status MoeFeedForward(LayerContext& c, const float* x1, float* f) {
                                 c.w.per_expert_scale.data(), K, cfg.rms_norm_eps,
                                 c.a.expert_ids.data(), c.a.expert_weights.data(), c.pool));
   Norm(c, x1, c.w.ffn_norm_2, h);
-  RETURN_IF_ERROR(cpu::MoeExperts(h, T, c.a.expert_ids.data(), c.a.expert_weights.data(), K,
-                                  c.w.experts_gate_up, c.w.experts_down, cfg.num_experts, f,
-                                  c.a.moe_workspace.data(), c.pool));
+  if (c.ep != nullptr && c.ep->size() > 1) {
+    // Experts split over the EP group: dispatch, run, combine (parallel/moe.h).
+    const int64_t F = cfg.moe_intermediate_size;
+    RETURN_IF_ERROR(parallel::ExpertParallelMoe(
+        *c.ep, h, T, H, c.a.expert_ids.data(), c.a.expert_weights.data(), K, cfg.num_experts,
+        {c.w.experts_gate_up, c.w.experts}, {c.w.experts_down, c.w.experts}, F, f, c.a.ep,
+        c.pool));
+  } else {
+    RETURN_IF_ERROR(cpu::MoeExperts(h, T, c.a.expert_ids.data(), c.a.expert_weights.data(), K,
+                                    c.w.experts_gate_up, c.w.experts_down, cfg.num_experts, f,
+                                    c.a.moe_workspace.data(), c.pool));
+  }
   Norm(c, f, c.w.post_ffn_norm_2, f);
   cpu::AddInPlace(f, d, T * H);
   Norm(c, f, c.w.post_ffn_norm, f);

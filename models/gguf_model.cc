@@ -1,6 +1,7 @@
 #include "models/gguf_model.h"
 
 #include <cmath>
+#include <cstring>
 
 #include <nlohmann/json.hpp>
 
@@ -8,6 +9,7 @@
 #include "core/half.h"
 #include "core/status.h"
 #include "kernels/cpu/quant.h"
+#include "parallel/linear.h"
 
 namespace facet {
 namespace {
@@ -160,12 +162,42 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& g) {
 
 namespace {
 
-class GgufReader {
+class GgufReader : public parallel::ShardReader {
  public:
   GgufReader(const GgufFile& g, bool dequantize) : g_(g), dequantize_(dequantize) {}
 
   // fp32 copies made when dequantizing; they join the weights' storage.
   std::shared_ptr<std::vector<std::vector<float>>> owned = std::make_shared<std::vector<std::vector<float>>>();
+  // Column slices copied for tensor parallelism.
+  std::shared_ptr<std::vector<std::vector<uint8_t>>> owned_bytes =
+      std::make_shared<std::vector<std::vector<uint8_t>>>();
+
+  absl::StatusOr<WeightRef> ReadRows(const std::string& name, int64_t rows, int64_t cols,
+                                     parallel::Range r) override {
+    ASSIGN_OR_RETURN(WeightRef w, Matrix(name, rows, cols));
+    return w.Rows(r.begin, r.size);
+  }
+
+  absl::StatusOr<WeightRef> ReadCols(const std::string& name, int64_t rows, int64_t cols,
+                                     parallel::Range c) override {
+    ASSIGN_OR_RETURN(WeightRef w, Matrix(name, rows, cols));
+    const int64_t bs = BlockSize(w.format);
+    if (c.begin % bs == 0 && c.size % bs == 0) {
+      // Whole quant blocks: copy each row's run of blocks.
+      const int64_t off = RowBytes(w.format, c.begin), len = RowBytes(w.format, c.size);
+      std::vector<uint8_t>& buf = owned_bytes->emplace_back(size_t(len * rows));
+      for (int64_t r = 0; r < rows; ++r) std::memcpy(buf.data() + r * len, w.row(r) + off, size_t(len));
+      return WeightRef{buf.data(), w.format, rows, c.size};
+    }
+    // The split cuts a block: dequantize the rows, keep the slice in fp32.
+    std::vector<float>& f = owned->emplace_back(size_t(rows * c.size));
+    std::vector<float> row(static_cast<size_t>(cols));  // [cols]
+    for (int64_t r = 0; r < rows; ++r) {
+      RETURN_IF_ERROR(Annotate(DequantizeRow(w.format, w.row(r), row.data(), cols), name));
+      std::memcpy(f.data() + r * c.size, row.data() + c.begin, sizeof(float) * c.size);
+    }
+    return WeightRef{f.data(), WeightFormat::kF32, rows, c.size};
+  }
 
   absl::StatusOr<WeightRef> Matrix(const std::string& name, int64_t rows, int64_t cols) {
     if (!g_.FindTensor(name)) return absl::NotFoundError(absl::StrCat(g_.path(), ": missing tensor ", name));
@@ -206,18 +238,23 @@ class GgufReader {
 }  // namespace
 
 absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& cfg, std::shared_ptr<const GgufFile> gguf,
-                                             bool dequantize) {
+                                             bool dequantize, const ShardSpec& sh) {
   if (cfg.HasPerLayerEmbeddings()) {
     return absl::UnimplementedError(absl::StrCat(gguf->path(),
                                                  ": per-layer embeddings (Gemma 4 E2B/E4B) are not supported yet"));
   }
+  RETURN_IF_ERROR(ShardConfig(cfg, sh).status());
   GgufReader rd(*gguf, dequantize);
   ModelWeights w;
   const int64_t H = cfg.hidden_size;
-  ASSIGN_OR_RETURN(w.embed, rd.Matrix("token_embd.weight", cfg.vocab_size, H));
+  ASSIGN_OR_RETURN(parallel::VocabShard vs, parallel::LoadVocabParallel(
+                                                rd, "token_embd.weight", cfg.vocab_size, H, sh.tp,
+                                                sh.tp_rank));
+  w.embed = vs.table;
+  w.vocab = vs.vocab;
   w.lm_head = w.embed;
   if (rd.Has("output.weight")) {
-    ASSIGN_OR_RETURN(w.lm_head, rd.Matrix("output.weight", cfg.vocab_size, H));
+    ASSIGN_OR_RETURN(w.lm_head, rd.ReadRows("output.weight", cfg.vocab_size, H, w.vocab));
   }
   ASSIGN_OR_RETURN(w.final_norm, rd.Vector("output_norm.weight", H));
   // llama.cpp multiplies by fp32 sqrt(H) (spec §1.1); for bf16 tables follow HF.
@@ -232,23 +269,27 @@ absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& cfg, std::shared
     ASSIGN_OR_RETURN(lw.post_attn_norm, rd.Vector(p + "post_attention_norm.weight", H));
     ASSIGN_OR_RETURN(lw.ffn_norm, rd.Vector(p + "ffn_norm.weight", H));
     ASSIGN_OR_RETURN(lw.post_ffn_norm, rd.Vector(p + "post_ffw_norm.weight", H));
-    ASSIGN_OR_RETURN(lw.q, rd.Matrix(p + "attn_q.weight", l.q_dim(), H));
-    ASSIGN_OR_RETURN(lw.o, rd.Matrix(p + "attn_output.weight", H, l.q_dim()));
+    ASSIGN_OR_RETURN(parallel::AttentionWeights aw,
+                     parallel::LoadAttentionParallel(
+                         rd, {p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight",
+                              p + "attn_output.weight"},
+                         l.num_heads, l.num_kv_heads, l.head_dim, H, l.owns_kv(), l.k_eq_v, sh.tp,
+                         sh.tp_rank));
+    lw.q = aw.q;
+    lw.k = aw.k;
+    lw.v = aw.v;
+    lw.o = aw.o;
+    lw.heads = aw.heads;
     if (cfg.qk_norm) {
       ASSIGN_OR_RETURN(lw.q_norm, rd.Vector(p + "attn_q_norm.weight", l.head_dim));
-    }
-    if (l.owns_kv()) {
-      ASSIGN_OR_RETURN(lw.k, rd.Matrix(p + "attn_k.weight", l.kv_dim(), H));
-      if (!l.k_eq_v) {
-        ASSIGN_OR_RETURN(lw.v, rd.Matrix(p + "attn_v.weight", l.kv_dim(), H));
-      }
-      if (cfg.qk_norm) {
+      if (l.owns_kv()) {
         ASSIGN_OR_RETURN(lw.k_norm, rd.Vector(p + "attn_k_norm.weight", l.head_dim));
       }
     }
-    ASSIGN_OR_RETURN(lw.gate, rd.Matrix(p + "ffn_gate.weight", l.intermediate_size, H));
-    ASSIGN_OR_RETURN(lw.up, rd.Matrix(p + "ffn_up.weight", l.intermediate_size, H));
-    ASSIGN_OR_RETURN(lw.down, rd.Matrix(p + "ffn_down.weight", H, l.intermediate_size));
+    const int64_t I = l.intermediate_size;
+    ASSIGN_OR_RETURN(lw.gate, parallel::LoadColumnParallel(rd, p + "ffn_gate.weight", I, H, sh.tp, sh.tp_rank));
+    ASSIGN_OR_RETURN(lw.up, parallel::LoadColumnParallel(rd, p + "ffn_up.weight", I, H, sh.tp, sh.tp_rank));
+    ASSIGN_OR_RETURN(lw.down, parallel::LoadRowParallel(rd, p + "ffn_down.weight", H, I, sh.tp, sh.tp_rank));
     if (l.moe) {
       const int64_t E = cfg.num_experts, F = cfg.moe_intermediate_size;
       ASSIGN_OR_RETURN(lw.ffn_norm_2, rd.Vector(p + "pre_ffw_norm_2.weight", H));
@@ -257,8 +298,15 @@ absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& cfg, std::shared
       ASSIGN_OR_RETURN(lw.router, rd.Matrix(p + "ffn_gate_inp.weight", E, H));
       ASSIGN_OR_RETURN(lw.router_scale, rd.Vector(p + "ffn_gate_inp.scale", H));
       ASSIGN_OR_RETURN(lw.per_expert_scale, rd.Vector(p + "ffn_down_exps.scale", E));
-      ASSIGN_OR_RETURN(lw.experts_gate_up, rd.Matrix(p + "ffn_gate_up_exps.weight", E * 2 * F, H));
-      ASSIGN_OR_RETURN(lw.experts_down, rd.Matrix(p + "ffn_down_exps.weight", E * H, F));
+      ASSIGN_OR_RETURN(parallel::ExpertShard gu,
+                       parallel::LoadExpertParallel(rd, p + "ffn_gate_up_exps.weight", E, 2 * F, H,
+                                                    sh.ep, sh.ep_rank));
+      ASSIGN_OR_RETURN(parallel::ExpertShard dn,
+                       parallel::LoadExpertParallel(rd, p + "ffn_down_exps.weight", E, H, F, sh.ep,
+                                                    sh.ep_rank));
+      lw.experts_gate_up = gu.w;
+      lw.experts_down = dn.w;
+      lw.experts = gu.experts;
     }
     if (cfg.layer_scalar) {
       ASSIGN_OR_RETURN(std::vector<float> s, rd.Vector(p + "layer_output_scale.weight", 1));
@@ -269,8 +317,9 @@ absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& cfg, std::shared
   struct Storage {
     std::shared_ptr<const GgufFile> gguf;
     std::shared_ptr<std::vector<std::vector<float>>> owned;
+    std::shared_ptr<std::vector<std::vector<uint8_t>>> owned_bytes;
   };
-  w.storage = std::make_shared<Storage>(Storage{std::move(gguf), rd.owned});
+  w.storage = std::make_shared<Storage>(Storage{std::move(gguf), rd.owned, rd.owned_bytes});
   return w;
 }
 

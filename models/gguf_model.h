@@ -27,9 +27,15 @@ absl::StatusOr<ModelConfig> ConfigFromGguf(const GgufFile& gguf);
 // (zero copy) unless `dequantize` asks for fp32 copies: the kernels then run
 // the reference's exact arithmetic (fp32 activations × dequantized weights)
 // instead of ggml-style 8-bit activation blocks, at 4-8x the memory.
+//
+// With a ShardSpec only this rank's slices are used: rows stay zero-copy
+// views (a quantized row is whole blocks); o_proj/down_proj column slices
+// are copied block-wise when the split falls on a quant-block boundary, else
+// those rows are dequantized to fp32 first.
 absl::StatusOr<ModelWeights> LoadGgufWeights(const ModelConfig& config,
                                              std::shared_ptr<const GgufFile> gguf,
-                                             bool dequantize = false);
+                                             bool dequantize = false,
+                                             const ShardSpec& shard = {});
 
 // The tokenizer embedded in the GGUF (tokenizer.ggml.*).
 absl::StatusOr<Tokenizer> TokenizerFromGguf(const GgufFile& gguf);

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "kernels/cpu/ops.h"
+#include "parallel/linear.h"
 
 namespace facet {
 
@@ -88,7 +89,10 @@ absl::Status SelfAttention(LayerContext& c, const float* h, float* out) {
                                    kv_end - kv_begin, kv_begin, c.a.attn.data() + s.token_begin * q_row,
                                    c.pool));
   }
-  return cpu::MatMul(c.a.attn.data(), T, c.w.o, out, c.pool);
+  RETURN_IF_ERROR(cpu::MatMul(c.a.attn.data(), T, c.w.o, out, c.pool));
+  // A rank that duplicates another's query head adds nothing to the sum.
+  if (!c.w.heads.reduces_output) std::fill(out, out + T * cfg.hidden_size, 0.0f);
+  return parallel::RowParallelReduce(c.tp, out, T * cfg.hidden_size);
 }
 
 absl::Status GeGluMlp(LayerContext& c, const WeightRef& gate, const WeightRef& up,
@@ -103,7 +107,8 @@ absl::Status GeGluMlp(LayerContext& c, const WeightRef& gate, const WeightRef& u
   RETURN_IF_ERROR(cpu::MatMul(h, T, up, g, c.pool));
   for (int64_t t = 0; t < T; ++t) std::memcpy(gu + t * 2 * I + I, g + t * I, sizeof(float) * I);
   cpu::GeGlu(gu, T, I, g);
-  return cpu::MatMul(g, T, down, out, c.pool);
+  RETURN_IF_ERROR(cpu::MatMul(g, T, down, out, c.pool));
+  return parallel::RowParallelReduce(c.tp, out, T * c.config.hidden_size);
 }
 
 absl::Status AttentionResidual(LayerContext& c, float* x) {

@@ -12,6 +12,8 @@
 #include "models/config.h"
 #include "models/kv_store.h"
 #include "models/weights.h"
+#include "parallel/communicator.h"
+#include "parallel/moe.h"
 
 namespace facet {
 
@@ -30,6 +32,7 @@ struct Activations {
   std::vector<int32_t> expert_ids;      // [T, top_k]
   std::vector<float> expert_weights;    // [T, top_k]
   std::vector<float> moe_workspace;
+  parallel::ExpertParallelBuffers ep;  // dispatch/combine buffers (ep > 1 only)
 
   void Reserve(const ModelConfig& config, int64_t tokens);
 };
@@ -45,15 +48,21 @@ struct LayerContext {
   int64_t T;                 // tokens in the batch, all segments
   Activations& a;
   ThreadPool* pool;
+  // Tensor / expert parallel groups; null (or a world of one) on one rank.
+  parallel::Communicator* tp = nullptr;
+  parallel::Communicator* ep = nullptr;
 };
 
-// out [T, H] = o_proj(attention(h)). Projects Q/K/V for the whole batch,
+// out [T, H] = o_proj(attention(h)); under TP this rank's heads only, the
+// o_proj partial sums all-reduced over the TP group. Projects Q/K/V for the whole batch,
 // applies the optional per-head norms (q/k with weights, v weightless) and
 // RoPE, stores each segment's K/V (unless the layer reads another layer's
 // KV), and attends per segment over its sequence's keys.
 absl::Status SelfAttention(LayerContext& c, const float* h, float* out);
 
-// out [T, H] = down(gelu_tanh(gate(h)) ⊙ up(h)).
+// out [T, H] = down(gelu_tanh(gate(h)) ⊙ up(h)). Under TP gate/up hold
+// this rank's I/tp rows and down its columns; the partial sums are
+// all-reduced here, so `out` is complete on every rank.
 absl::Status GeGluMlp(LayerContext& c, const WeightRef& gate, const WeightRef& up,
                       const WeightRef& down, const float* h, float* out);
 

@@ -9,6 +9,7 @@
 #include "core/status.h"
 #include "kernels/cpu/ops.h"
 #include "models/gguf_model.h"
+#include "parallel/linear.h"
 
 namespace facet {
 namespace {
@@ -28,21 +29,55 @@ int64_t MatrixBytes(const WeightRef& w) { return w.data ? w.rows * w.row_bytes()
 
 absl::StatusOr<std::unique_ptr<Model>> Model::Load(const std::string& path, ThreadPool* pool,
                                                    const LoadOptions& options) {
-  if (path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0) {
+  const bool is_gguf = path.size() > 5 && path.compare(path.size() - 5, 5, ".gguf") == 0;
+  std::shared_ptr<const GgufFile> gguf;
+  ModelConfig config;
+  if (is_gguf) {
     ASSIGN_OR_RETURN(GgufFile file, GgufFile::Open(path));
-    auto gguf = std::make_shared<const GgufFile>(std::move(file));
-    ASSIGN_OR_RETURN(ModelConfig config, ConfigFromGguf(*gguf));
-    ASSIGN_OR_RETURN(ModelWeights weights, LoadGgufWeights(config, gguf, options.dequantize));
-    return std::make_unique<Model>(std::move(config), std::move(weights), pool);
+    gguf = std::make_shared<const GgufFile>(std::move(file));
+    ASSIGN_OR_RETURN(config, ConfigFromGguf(*gguf));
+  } else {
+    ASSIGN_OR_RETURN(config, LoadModelConfig(path));
   }
-  ASSIGN_OR_RETURN(ModelConfig config, LoadModelConfig(path));
-  ASSIGN_OR_RETURN(ModelWeights weights, LoadSafetensorsWeights(config, path));
-  return std::make_unique<Model>(std::move(config), std::move(weights), pool);
+  ShardSpec shard;
+  if (options.tp != nullptr) shard.tp = options.tp->size(), shard.tp_rank = options.tp->rank();
+  if (options.ep != nullptr) shard.ep = options.ep->size(), shard.ep_rank = options.ep->rank();
+  if (!config.HasMoe()) shard.ep = 1, shard.ep_rank = 0;  // nothing to split
+  ModelWeights weights;
+  if (is_gguf) {
+    ASSIGN_OR_RETURN(weights, LoadGgufWeights(config, gguf, options.dequantize, shard));
+  } else {
+    ASSIGN_OR_RETURN(weights, LoadSafetensorsWeights(config, path, shard));
+  }
+  ASSIGN_OR_RETURN(ModelConfig local, ShardConfig(config, shard));
+  auto model = std::make_unique<Model>(std::move(local), std::move(weights), pool);
+  model->SetParallel(std::move(config), shard.tp > 1 ? options.tp : nullptr,
+                     shard.ep > 1 ? options.ep : nullptr);
+  return model;
 }
 
 Model::Model(ModelConfig config, ModelWeights weights, ThreadPool* pool)
     : config_(std::move(config)), weights_(std::move(weights)), pool_(pool) {
   layer_fn_ = LayerFnFor(config_.family);
+  full_config_ = config_;
+  // Loaders that know nothing of sharding (GGUF, random weights) leave the
+  // ranges empty: they hold everything.
+  if (weights_.vocab.size == 0) weights_.vocab = parallel::Range{0, config_.vocab_size};
+  for (size_t i = 0; i < weights_.layers.size() && i < config_.layers.size(); ++i) {
+    LayerWeights& w = weights_.layers[i];
+    if (w.heads.q_heads.size == 0) {
+      w.heads.q_heads = parallel::Range{0, config_.layers[i].num_heads};
+      w.heads.kv_heads = parallel::Range{0, config_.layers[i].num_kv_heads};
+    }
+    if (w.experts.size == 0) w.experts = parallel::Range{0, config_.num_experts};
+  }
+}
+
+void Model::SetParallel(ModelConfig full_config, parallel::Communicator* tp,
+                        parallel::Communicator* ep) {
+  full_config_ = std::move(full_config);
+  tp_ = tp;
+  ep_ = ep;
 }
 
 absl::Status Model::Forward(std::span<const int32_t> tokens, KvCache* cache, bool all_logits,
@@ -104,11 +139,12 @@ absl::Status Model::Run(std::span<const int32_t> tokens, std::span<const int32_t
   }
   x_.resize(T * H);
   float* x = x_.data();
-  cpu::Embed(weights_.embed, tokens.data(), T, weights_.embed_scale, x);
+  RETURN_IF_ERROR(parallel::VocabParallelEmbed(tp_, {weights_.embed, weights_.vocab}, tokens.data(),
+                                               T, weights_.embed_scale, x));
   if (trace) trace->assign(1, std::vector<float>(x, x + T * H));
   for (int i = 0; i < config_.num_layers; ++i) {
     LayerContext c{config_, i, config_.layers[i], weights_.layers[i], kv, segments, positions.data(), T,
-                   act_, pool_};
+                   act_, pool_, tp_, ep_};
     RETURN_IF_ERROR(layer_fn_(c, x));
     if (trace) trace->emplace_back(x, x + T * H);
   }
@@ -120,12 +156,23 @@ absl::Status Model::Run(std::span<const int32_t> tokens, std::span<const int32_t
     std::memcpy(rows_.data() + r * H, x + logit_rows[r] * H, sizeof(float) * H);
   }
   cpu::RmsNorm(rows_.data(), weights_.final_norm.data(), rows_.data(), rows, H, config_.rms_norm_eps, false);
-  logits->resize(rows * V);
-  if (rows == 0) return absl::OkStatus();
-  RETURN_IF_ERROR(cpu::MatMul(rows_.data(), rows, weights_.lm_head, logits->data(), pool_));
-  if (config_.final_logit_softcap > 0) {
-    cpu::Softcap(logits->data(), rows * V, config_.final_logit_softcap);
+  // Vocabulary-parallel LM head: [rows, V/tp] here, soft-capped per slice
+  // (element-wise, so the same as capping the gathered row).
+  const int64_t Vl = weights_.vocab.size;
+  const bool gather = tp_ != nullptr && gather_logits_;
+  if (gather) {
+    local_logits_.resize(rows * Vl);
+    logits->resize(rows * V);
+  } else {
+    logits->resize(rows * Vl);
   }
+  if (rows == 0) return absl::OkStatus();
+  float* out = gather ? local_logits_.data() : logits->data();
+  RETURN_IF_ERROR(cpu::MatMul(rows_.data(), rows, weights_.lm_head, out, pool_));
+  if (config_.final_logit_softcap > 0) {
+    cpu::Softcap(out, rows * Vl, config_.final_logit_softcap);
+  }
+  if (gather) RETURN_IF_ERROR(parallel::GatherLogits(tp_, out, rows, Vl, logits->data()));
   return absl::OkStatus();
 }
 

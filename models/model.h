@@ -16,6 +16,7 @@
 #include "models/kv_store.h"
 #include "models/layer.h"
 #include "models/weights.h"
+#include "parallel/communicator.h"
 
 namespace facet {
 
@@ -29,6 +30,12 @@ class Model {
   struct LoadOptions {
     // GGUF only: fp32 copies of quantized weights (reference-exact math).
     bool dequantize = false;
+    // Tensor / expert parallel groups (parallel/communicator.h), owned by the
+    // caller and outliving the model; null = this rank holds everything.
+    // The rank loads only its shard and config() is the shard's config
+    // (local head counts and MLP width, for KV caches and activations).
+    parallel::Communicator* tp = nullptr;
+    parallel::Communicator* ep = nullptr;
   };
   static absl::StatusOr<std::unique_ptr<Model>> Load(const std::string& path, ThreadPool* pool,
                                                      const LoadOptions& options);
@@ -39,6 +46,18 @@ class Model {
   Model(ModelConfig config, ModelWeights weights, ThreadPool* pool);
 
   const ModelConfig& config() const { return config_; }
+  // The model's own config (full head counts) when config() is a shard's.
+  const ModelConfig& full_config() const { return full_config_; }
+  parallel::Communicator* tp() const { return tp_; }
+  parallel::Communicator* ep() const { return ep_; }
+  // Vocabulary rows of this rank's LM head ([0, V) unsharded).
+  parallel::Range vocab_shard() const { return weights_.vocab; }
+  // Under TP, logits are all-gathered to [rows, V] unless this is off; then
+  // they stay [rows, V/tp] for this rank's vocab_shard() (for the
+  // distributed sampler, worker/sampler_parallel.h).
+  void set_gather_logits(bool on) { gather_logits_ = on; }
+  // Called by Load: the groups the forward's collectives run on.
+  void SetParallel(ModelConfig full_config, parallel::Communicator* tp, parallel::Communicator* ep);
   const ModelWeights& weights() const { return weights_; }
   ThreadPool* pool() const { return pool_; }
 
@@ -72,7 +91,12 @@ class Model {
 
  private:
   ModelConfig config_;
+  ModelConfig full_config_;
   ModelWeights weights_;
+  parallel::Communicator* tp_ = nullptr;
+  parallel::Communicator* ep_ = nullptr;
+  bool gather_logits_ = true;
+  std::vector<float> local_logits_;  // [rows, V/tp] before the gather
   ThreadPool* pool_;
   LayerFn layer_fn_;
   Activations act_;

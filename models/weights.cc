@@ -1,5 +1,8 @@
 #include "models/weights.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -7,6 +10,7 @@
 #include "core/status.h"
 #include "kernels/cpu/ops.h"
 #include "models/safetensors.h"
+#include "parallel/linear.h"
 
 namespace facet {
 namespace {
@@ -31,10 +35,40 @@ float ToF32(DType t, const void* p, int64_t i) {
   }
 }
 
-// Reads tensors of one checkpoint under the text decoder's name prefix.
-class Reader {
+// The checkpoint plus the column slices a rank copied out of it.
+struct ShardStorage {
+  std::shared_ptr<WeightCheckpoint> ckpt;
+  std::vector<std::vector<uint8_t>> owned;
+};
+
+// Reads tensors of one checkpoint under the text decoder's name prefix; the
+// parallel loaders (parallel/linear.h) read their slices through it.
+class Reader : public parallel::ShardReader {
  public:
-  Reader(const WeightCheckpoint& ckpt, std::string path) : ckpt_(ckpt), path_(std::move(path)) {}
+  Reader(const WeightCheckpoint& ckpt, std::string path, ShardStorage* storage = nullptr)
+      : ckpt_(ckpt), path_(std::move(path)), storage_(storage) {}
+
+  absl::StatusOr<WeightRef> ReadRows(const std::string& name, int64_t rows, int64_t cols,
+                                     parallel::Range r) override {
+    ASSIGN_OR_RETURN(WeightRef w, Matrix(name, rows, cols));
+    if (r.begin < 0 || r.end() > rows) return Error(name, absl::StrCat("rows [", r.begin, ", ", r.end(), ") out of range"));
+    return w.Rows(r.begin, r.size);
+  }
+
+  absl::StatusOr<WeightRef> ReadCols(const std::string& name, int64_t rows, int64_t cols,
+                                     parallel::Range c) override {
+    ASSIGN_OR_RETURN(WeightRef w, Matrix(name, rows, cols));
+    if (storage_ == nullptr) return Error(name, "column slices need owned storage");
+    std::vector<uint8_t>& buf = storage_->owned.emplace_back(size_t(RowBytes(w.format, c.size) * rows));
+    RETURN_IF_ERROR(Annotate(ckpt_.ReadSlice(prefix_ + name, 1, c.begin, c.size, buf.data(), buf.size()), path_));
+    // The copy read every page of the tensor; give back the ones wholly
+    // inside it so this rank keeps only its slice resident.
+    const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+    const uintptr_t b = (reinterpret_cast<uintptr_t>(w.data) + page - 1) & ~(page - 1);
+    const uintptr_t e = (reinterpret_cast<uintptr_t>(w.data) + uintptr_t(w.rows * w.row_bytes())) & ~(page - 1);
+    if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+    return WeightRef{buf.data(), w.format, rows, c.size};
+  }
 
   // Finds where the text decoder lives: Gemma 2 and Gemma 3 1B use "model.",
   // Gemma 3 VLMs "language_model.model." (hub) or "model.language_model."
@@ -92,10 +126,12 @@ class Reader {
 
   const WeightCheckpoint& ckpt_;
   std::string path_;
+  ShardStorage* storage_;
   std::string prefix_;
 };
 
-absl::Status LoadLayer(const ModelConfig& cfg, int i, Reader& rd, LayerWeights* lw) {
+absl::Status LoadLayer(const ModelConfig& cfg, int i, const ShardSpec& sh, Reader& rd,
+                       LayerWeights* lw) {
   const LayerConfig& lc = cfg.layers[i];
   const int64_t H = cfg.hidden_size;
   const float plus = cfg.norm_weight_plus_one ? 1.0f : 0.0f;
@@ -105,26 +141,32 @@ absl::Status LoadLayer(const ModelConfig& cfg, int i, Reader& rd, LayerWeights* 
   ASSIGN_OR_RETURN(lw->ffn_norm, rd.Vector(p + "pre_feedforward_layernorm.weight", H, plus));
   ASSIGN_OR_RETURN(lw->post_ffn_norm, rd.Vector(p + "post_feedforward_layernorm.weight", H, plus));
 
-  ASSIGN_OR_RETURN(lw->q, rd.Matrix(p + "self_attn.q_proj.weight", lc.q_dim(), H));
-  ASSIGN_OR_RETURN(lw->o, rd.Matrix(p + "self_attn.o_proj.weight", H, lc.q_dim()));
+  // Heads split (or KV heads replicated) over the TP group (parallel/shard.h).
+  ASSIGN_OR_RETURN(parallel::AttentionWeights aw,
+                   parallel::LoadAttentionParallel(rd,
+                                                   {p + "self_attn.q_proj.weight",
+                                                    p + "self_attn.k_proj.weight",
+                                                    p + "self_attn.v_proj.weight",
+                                                    p + "self_attn.o_proj.weight"},
+                                                   lc.num_heads,
+                                                   lc.num_kv_heads, lc.head_dim, H, lc.owns_kv(),
+                                                   lc.k_eq_v, sh.tp, sh.tp_rank));
+  lw->q = aw.q;
+  lw->k = aw.k;
+  lw->v = aw.v;
+  lw->o = aw.o;
+  lw->heads = aw.heads;
   if (cfg.qk_norm) {
     ASSIGN_OR_RETURN(lw->q_norm, rd.Vector(p + "self_attn.q_norm.weight", lc.head_dim, plus));
-  }
-  // Layers that read another layer's KV (Gemma 4 E2B/E4B) need no K/V weights.
-  if (lc.owns_kv()) {
-    ASSIGN_OR_RETURN(lw->k, rd.Matrix(p + "self_attn.k_proj.weight", lc.kv_dim(), H));
-    if (!lc.k_eq_v) {
-      ASSIGN_OR_RETURN(lw->v, rd.Matrix(p + "self_attn.v_proj.weight", lc.kv_dim(), H));
-    }
-    if (cfg.qk_norm) {
+    if (lc.owns_kv()) {
       ASSIGN_OR_RETURN(lw->k_norm, rd.Vector(p + "self_attn.k_norm.weight", lc.head_dim, plus));
     }
   }
 
   const int64_t I = lc.intermediate_size;
-  ASSIGN_OR_RETURN(lw->gate, rd.Matrix(p + "mlp.gate_proj.weight", I, H));
-  ASSIGN_OR_RETURN(lw->up, rd.Matrix(p + "mlp.up_proj.weight", I, H));
-  ASSIGN_OR_RETURN(lw->down, rd.Matrix(p + "mlp.down_proj.weight", H, I));
+  ASSIGN_OR_RETURN(lw->gate, parallel::LoadColumnParallel(rd, p + "mlp.gate_proj.weight", I, H, sh.tp, sh.tp_rank));
+  ASSIGN_OR_RETURN(lw->up, parallel::LoadColumnParallel(rd, p + "mlp.up_proj.weight", I, H, sh.tp, sh.tp_rank));
+  ASSIGN_OR_RETURN(lw->down, parallel::LoadRowParallel(rd, p + "mlp.down_proj.weight", H, I, sh.tp, sh.tp_rank));
 
   if (lc.moe) {
     const int64_t E = cfg.num_experts, F = cfg.moe_intermediate_size;
@@ -134,8 +176,16 @@ absl::Status LoadLayer(const ModelConfig& cfg, int i, Reader& rd, LayerWeights* 
     ASSIGN_OR_RETURN(lw->router_scale, rd.Vector(p + "router.scale", H));
     ASSIGN_OR_RETURN(lw->per_expert_scale, rd.Vector(p + "router.per_expert_scale", E));
     ASSIGN_OR_RETURN(lw->router, rd.Matrix(p + "router.proj.weight", E, H));
-    ASSIGN_OR_RETURN(lw->experts_gate_up, rd.Matrix(p + "experts.gate_up_proj", E * 2 * F, H));
-    ASSIGN_OR_RETURN(lw->experts_down, rd.Matrix(p + "experts.down_proj", E * H, F));
+    // Whole experts per EP rank; the router stays replicated.
+    ASSIGN_OR_RETURN(parallel::ExpertShard gu, parallel::LoadExpertParallel(
+                                                   rd, p + "experts.gate_up_proj", E, 2 * F, H,
+                                                   sh.ep, sh.ep_rank));
+    ASSIGN_OR_RETURN(parallel::ExpertShard dn, parallel::LoadExpertParallel(
+                                                   rd, p + "experts.down_proj", E, H, F, sh.ep,
+                                                   sh.ep_rank));
+    lw->experts_gate_up = gu.w;
+    lw->experts_down = dn.w;
+    lw->experts = gu.experts;
   }
   if (cfg.layer_scalar) {
     ASSIGN_OR_RETURN(std::vector<float> s, rd.Vector(p + "layer_scalar", 1));
@@ -155,20 +205,56 @@ void ComputeRopeTables(const ModelConfig& config, ModelWeights* weights) {
   }
 }
 
-absl::StatusOr<ModelWeights> LoadSafetensorsWeights(const ModelConfig& cfg, const std::string& path) {
+absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& config, const ShardSpec& sh) {
+  ModelConfig local = config;
+  if (sh.tp < 1 || sh.ep < 1 || sh.tp_rank < 0 || sh.tp_rank >= sh.tp || sh.ep_rank < 0 ||
+      sh.ep_rank >= sh.ep) {
+    return absl::InvalidArgumentError(absl::StrCat("shard: tp rank ", sh.tp_rank, " of ", sh.tp,
+                                                   ", ep rank ", sh.ep_rank, " of ", sh.ep));
+  }
+  if (sh.ep > 1 && !config.HasMoe()) {
+    return absl::InvalidArgumentError(absl::StrCat("ep=", sh.ep, " but the model has no experts"));
+  }
+  for (size_t i = 0; i < local.layers.size(); ++i) {
+    LayerConfig& l = local.layers[i];
+    auto heads = parallel::ShardHeads(l.num_heads, l.num_kv_heads, sh.tp, sh.tp_rank);
+    if (!heads.ok()) return Annotate(heads.status(), absl::StrCat("layer ", i));
+    l.num_heads = int(heads->q_heads.size);
+    l.num_kv_heads = int(heads->kv_heads.size);
+    auto mlp = parallel::EvenShard(l.intermediate_size, sh.tp, sh.tp_rank, absl::StrCat("layer ", i, " MLP width"));
+    RETURN_IF_ERROR(mlp.status());
+    l.intermediate_size = int(mlp->size);
+  }
+  RETURN_IF_ERROR(parallel::EvenShard(config.vocab_size, sh.tp, sh.tp_rank, "vocabulary").status());
+  if (config.HasMoe()) {
+    RETURN_IF_ERROR(parallel::EvenShard(config.num_experts, sh.ep, sh.ep_rank, "experts").status());
+  }
+  return local;
+}
+
+absl::StatusOr<ModelWeights> LoadSafetensorsWeights(const ModelConfig& cfg, const std::string& path,
+                                                    const ShardSpec& sh) {
   if (cfg.HasPerLayerEmbeddings()) {
     return absl::UnimplementedError(
         absl::StrCat(path, ": per-layer embeddings (Gemma 4 E2B/E4B) are not supported yet"));
   }
-  auto ckpt = std::make_shared<WeightCheckpoint>();
+  RETURN_IF_ERROR(ShardConfig(cfg, sh).status());
+  auto storage = std::make_shared<ShardStorage>();
+  storage->ckpt = std::make_shared<WeightCheckpoint>();
+  WeightCheckpoint* ckpt = storage->ckpt.get();
   ASSIGN_OR_RETURN(*ckpt, WeightCheckpoint::Open(path));
-  Reader rd(*ckpt, path);
+  Reader rd(*ckpt, path, storage.get());
   RETURN_IF_ERROR(rd.DetectPrefix());
 
   ModelWeights w;
-  w.storage = ckpt;
+  w.storage = storage;
   const int64_t H = cfg.hidden_size;
-  ASSIGN_OR_RETURN(w.embed, rd.Matrix("embed_tokens.weight", cfg.vocab_size, H));
+  // Vocabulary-parallel embedding; the tied LM head is the same slice.
+  ASSIGN_OR_RETURN(parallel::VocabShard vs, parallel::LoadVocabParallel(
+                                                rd, "embed_tokens.weight", cfg.vocab_size, H,
+                                                sh.tp, sh.tp_rank));
+  w.embed = vs.table;
+  w.vocab = vs.vocab;
   w.lm_head = w.embed;
   if (!cfg.tie_word_embeddings && ckpt->Find("lm_head.weight") != nullptr) {
     auto t = ckpt->Get("lm_head.weight");
@@ -180,7 +266,7 @@ absl::StatusOr<ModelWeights> LoadSafetensorsWeights(const ModelConfig& cfg, cons
                                                      t->shape.ToString(), ", expected [",
                                                      cfg.vocab_size, ", ", H, "]"));
     }
-    w.lm_head = WeightRef{t->data, *fmt, cfg.vocab_size, H};
+    w.lm_head = WeightRef{t->data, *fmt, cfg.vocab_size, H}.Rows(w.vocab.begin, w.vocab.size);
   }
   ASSIGN_OR_RETURN(w.final_norm, rd.Vector("norm.weight", H, cfg.norm_weight_plus_one ? 1.0f : 0.0f));
 
@@ -194,7 +280,7 @@ absl::StatusOr<ModelWeights> LoadSafetensorsWeights(const ModelConfig& cfg, cons
 
   w.layers.resize(cfg.num_layers);
   for (int i = 0; i < cfg.num_layers; ++i) {
-    RETURN_IF_ERROR(LoadLayer(cfg, i, rd, &w.layers[i]));
+    RETURN_IF_ERROR(LoadLayer(cfg, i, sh, rd, &w.layers[i]));
   }
   ComputeRopeTables(cfg, &w);
   return w;

@@ -11,6 +11,7 @@
 #include "absl/status/statusor.h"
 #include "kernels/cpu/weight.h"
 #include "models/config.h"
+#include "parallel/shard.h"
 
 namespace facet {
 
@@ -41,12 +42,20 @@ struct LayerWeights {
   WeightRef experts_down;               // [E·H, F]
 
   float layer_scalar = 1.0f;  // Gemma 4: multiplies the layer's whole output
+
+  // Tensor/expert parallelism (whole ranges on a single rank): the query and
+  // KV heads q/k/v/o hold, whether this rank's o_proj partial counts in the
+  // all-reduce (false on ranks that duplicate a query head), and the experts
+  // experts_gate_up/experts_down hold.
+  parallel::HeadShard heads;
+  parallel::Range experts;
   std::vector<float> rope_inv_freq;  // [head_dim / 2], derived from LayerConfig
 };
 
 struct ModelWeights {
-  WeightRef embed;    // [V, H]
-  WeightRef lm_head;  // [V, H]; the embedding when tied
+  WeightRef embed;    // [V/tp, H] (rows `vocab` of the checkpoint's [V, H])
+  WeightRef lm_head;  // [V/tp, H]; the embedding when tied
+  parallel::Range vocab;  // the embedding/LM-head rows this rank holds ([0, V) unsharded)
   std::vector<float> final_norm;  // [H]
   float embed_scale = 1.0f;       // sqrt(H), rounded to the embedding dtype
   std::vector<LayerWeights> layers;
@@ -54,11 +63,26 @@ struct ModelWeights {
   std::shared_ptr<const void> storage;
 };
 
+// Which slice of the checkpoint a rank loads (tp = ep = 1: everything).
+// tp splits attention heads, MLP width and vocabulary; ep splits experts.
+struct ShardSpec {
+  int tp = 1, tp_rank = 0;
+  int ep = 1, ep_rank = 0;
+  bool sharded() const { return tp > 1 || ep > 1; }
+};
+
+// The config one rank runs: per-layer head counts and MLP width of its
+// shard, so activations and KV caches sized from it hold only the shard.
+absl::StatusOr<ModelConfig> ShardConfig(const ModelConfig& config, const ShardSpec& shard);
+
 // Loads an HF safetensors checkpoint (file, directory or sharded index) for
 // `config`. Every tensor's presence, dtype and shape is checked against the
 // config; errors name the file, the tensor and the mismatch.
+// With a ShardSpec, only this rank's slices are read: rows zero-copy from
+// the mapping, o_proj/down_proj columns copied (the only owned matrices).
 absl::StatusOr<ModelWeights> LoadSafetensorsWeights(const ModelConfig& config,
-                                                    const std::string& path);
+                                                    const std::string& path,
+                                                    const ShardSpec& shard = {});
 
 // Fills the per-layer RoPE tables from the config (shared by every loader).
 void ComputeRopeTables(const ModelConfig& config, ModelWeights* weights);

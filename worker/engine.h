@@ -24,6 +24,10 @@ namespace facet {
 
 class Model;
 class Tokenizer;
+class StepExecutor;
+struct ModelConfig;
+struct PoolSpec;
+struct SchedulerConfig;
 
 struct EngineRequest {
   std::string request_id;            // unique among live requests; used by Cancel
@@ -31,6 +35,12 @@ struct EngineRequest {
   SamplingParams sampling;           // max_tokens, stop token ids, seed, ...
   std::vector<std::string> stop_strings;  // stop when the decoded text contains one (not included in the output)
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  // Tokens a failed engine group already generated and streamed (failover,
+  // DESIGN.md §6): the engine continues after them as if it had sampled them
+  // itself (sampler step, repetition history, max_tokens, detokenizer and stop
+  // strings all count them) and streams only what follows. Fewer than
+  // sampling.max_tokens.
+  std::vector<int32_t> resume_tokens;
 };
 
 enum class EngineFinish { kNone, kStop, kLength, kCancelled, kDeadline, kError };
@@ -76,6 +86,8 @@ struct EngineStats {
   int64_t preemptions = 0;
   std::vector<KvPoolStats> pools;
   std::chrono::steady_clock::time_point last_step_end{};  // health: a recent step round trip
+  double step_seconds_total = 0;  // time in the execute phase (forward) of every step, summed
+  double last_step_seconds = 0;   // ... of the latest step (metrics: step time)
 };
 
 class Engine {
@@ -99,5 +111,17 @@ class Engine {
 absl::StatusOr<std::unique_ptr<Engine>> CreateLocalEngine(std::shared_ptr<Model> model,
                                                           std::shared_ptr<const Tokenizer> tokenizer,
                                                           const EngineOptions& options);
+
+// The same loop with another executor (worker/executor.h), e.g. the leader of
+// an engine group, which broadcasts each step to its followers.
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<Model> model,
+                                                     std::shared_ptr<const Tokenizer> tokenizer,
+                                                     const EngineOptions& options,
+                                                     std::unique_ptr<StepExecutor> executor);
+
+// The KV pools and scheduler limits an engine with `options` uses, so that a
+// follower rank can build identical ones.
+std::vector<PoolSpec> EnginePools(const ModelConfig& config, const EngineOptions& options);
+SchedulerConfig EngineSchedulerConfig(const ModelConfig& config, const EngineOptions& options);
 
 }  // namespace facet

@@ -13,6 +13,7 @@
 #include "models/model.h"
 #include "models/tokenizer.h"
 #include "worker/engine.h"
+#include "worker/executor.h"
 #include "worker/kv_blocks.h"
 #include "worker/paged_kv.h"
 #include "worker/scheduler.h"
@@ -94,29 +95,34 @@ struct Sequence {
   bool cancel = false;
 };
 
-// Pool sizes from the byte budget, unless the options fix a pool's blocks.
-std::vector<PoolSpec> Pools(const ModelConfig& cfg, const EngineOptions& opt) {
-  std::vector<PoolSpec> pools = PagedKvStore::PlanPools(cfg, opt.block_size, opt.kv_cache_bytes,
-                                                        opt.max_running, opt.max_batch_tokens);
-  for (PoolSpec& p : pools) {
-    const int64_t fixed = p.window > 0 ? opt.num_blocks_sliding : opt.num_blocks_global;
-    if (fixed > 0) p.num_blocks = fixed;
-  }
-  return pools;
+int64_t MaxContext(const ModelConfig& cfg, const EngineOptions& opt) {
+  return opt.max_context > 0 ? std::min<int64_t>(opt.max_context, cfg.max_position_embeddings)
+                             : cfg.max_position_embeddings;
 }
+
+class LocalExecutor : public StepExecutor {
+ public:
+  explicit LocalExecutor(std::shared_ptr<Model> model) : model_(std::move(model)) {}
+  absl::Status Forward(const StepBatch& b, KvStore* kv, std::vector<float>* logits) override {
+    return model_->ForwardBatch(b.tokens, b.positions, b.segments, kv, b.logit_rows, logits);
+  }
+
+ private:
+  std::shared_ptr<Model> model_;
+};
 
 class LocalEngine : public Engine {
  public:
   LocalEngine(std::shared_ptr<Model> model, std::shared_ptr<const Tokenizer> tok,
-              const EngineOptions& opt)
+              const EngineOptions& opt, std::unique_ptr<StepExecutor> executor)
       : model_(std::move(model)),
         tok_(std::move(tok)),
         opt_(opt),
-        max_context_(opt.max_context > 0 ? std::min<int64_t>(opt.max_context, model_->config().max_position_embeddings)
-                                         : model_->config().max_position_embeddings),
-        blocks_(opt.block_size, Pools(model_->config(), opt)),
+        max_context_(MaxContext(model_->config(), opt)),
+        blocks_(opt.block_size, EnginePools(model_->config(), opt)),
         kv_(model_->config(), &blocks_),
-        scheduler_(SchedulerConfig{opt.max_batch_tokens, opt.max_running, opt.max_waiting, max_context_}, &blocks_) {
+        scheduler_(EngineSchedulerConfig(model_->config(), opt), &blocks_),
+        exec_(std::move(executor)) {
     thread_ = std::thread([this] { Loop(); });
   }
 
@@ -132,13 +138,26 @@ class LocalEngine : public Engine {
       }
     }
     RETURN_IF_ERROR(ValidateSamplingParams(req.sampling, cfg.vocab_size));
-    const int64_t len = int64_t(req.prompt.size());
+    for (size_t i = 0; i < req.resume_tokens.size(); ++i) {
+      if (req.resume_tokens[i] < 0 || req.resume_tokens[i] >= cfg.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("resume token ", req.resume_tokens[i], " at index ", i,
+                                                       " is outside the vocabulary of ", cfg.vocab_size));
+      }
+    }
+    const int64_t resumed = int64_t(req.resume_tokens.size());
+    if (resumed >= req.sampling.max_tokens) {
+      return absl::InvalidArgumentError(absl::StrCat("resume_tokens has ", resumed, " tokens; max_tokens is ",
+                                                     req.sampling.max_tokens, " (nothing left to generate)"));
+    }
+    const int64_t prompt_len = int64_t(req.prompt.size());
+    // The scheduler sees a resumed request as a longer prompt with fewer new tokens.
+    const int64_t len = prompt_len + resumed;
     if (len >= max_context_) {
       return absl::OutOfRangeError(absl::StrCat("the prompt has ", len, " tokens; the context is ",
                                                 max_context_, " (room is needed for at least one new token)"));
     }
     // Generation stops at the context limit rather than being refused.
-    req.sampling.max_tokens = int32_t(std::min<int64_t>(req.sampling.max_tokens, max_context_ - len));
+    req.sampling.max_tokens = int32_t(std::min<int64_t>(req.sampling.max_tokens, max_context_ - prompt_len));
 
     std::lock_guard<std::mutex> lock(mu_);
     if (stopping_) return absl::UnavailableError("the engine is shutting down");
@@ -146,11 +165,21 @@ class LocalEngine : public Engine {
       return absl::InvalidArgumentError(absl::StrCat("request id \"", req.request_id, "\" is already in use"));
     }
     const SeqId id = next_id_++;
-    RETURN_IF_ERROR(scheduler_.Add(id, len, req.sampling.max_tokens));
-    auto seq = std::make_unique<Sequence>(Sequence{id, req, std::move(sink), req.prompt, len, 0,
-                                                   Sampler(req.sampling), nullptr,
+    const int64_t max_new = req.sampling.max_tokens - resumed;
+    RETURN_IF_ERROR(scheduler_.Add(id, len, max_new));
+    exec_->OnAdd(id, len, max_new);
+    std::vector<int32_t> tokens = req.prompt;
+    tokens.insert(tokens.end(), req.resume_tokens.begin(), req.resume_tokens.end());
+    auto seq = std::make_unique<Sequence>(Sequence{id, req, std::move(sink), std::move(tokens), prompt_len,
+                                                   resumed, Sampler(req.sampling), nullptr,
                                                    StopStringFilter(req.stop_strings)});
-    if (tok_) seq->detok = std::make_unique<IncrementalDetokenizer>(*tok_);
+    if (tok_) {
+      seq->detok = std::make_unique<IncrementalDetokenizer>(*tok_);
+      // Replays what the failed group streamed, so the text continues exactly
+      // where it stopped (held-back UTF-8 bytes and stop-string prefixes).
+      bool stopped = false;
+      for (int32_t t : req.resume_tokens) seq->stops.Push(seq->detok->Push(t), &stopped);
+    }
     by_request_[req.request_id] = id;
     seqs_[id] = std::move(seq);
     wake_.notify_one();
@@ -220,9 +249,11 @@ class LocalEngine : public Engine {
   }
 
   void Loop() {
-    std::vector<int32_t> tokens, positions;
-    std::vector<SeqSegment> segments;
-    std::vector<int64_t> logit_rows;
+    StepBatch batch;
+    std::vector<int32_t>& tokens = batch.tokens;
+    std::vector<int32_t>& positions = batch.positions;
+    std::vector<SeqSegment>& segments = batch.segments;
+    std::vector<int64_t>& logit_rows = batch.logit_rows;
     std::vector<SeqId> sampled;
     std::vector<float> logits;
     const int64_t V = model_->config().vocab_size;
@@ -237,13 +268,18 @@ class LocalEngine : public Engine {
           const bool expired = now >= seq->req.deadline;
           if (seq->cancel || expired) {
             scheduler_.Abort(id);
+            exec_->OnAbort(id);
             Finish(*seq, seq->cancel ? EngineFinish::kCancelled : EngineFinish::kDeadline, absl::OkStatus(), "", {});
             gone.push_back(id);
           }
         }
         DropFinished(gone);
-        if (stopping_ && seqs_.empty()) return;
+        if (stopping_ && seqs_.empty()) {
+          exec_->Close();
+          return;
+        }
         plan = scheduler_.Schedule();
+        exec_->OnSchedule();
         if (plan.empty()) {
           // Idle: sleep until a request arrives, or the nearest deadline.
           auto until = Clock::now() + std::chrono::milliseconds(200);
@@ -272,11 +308,14 @@ class LocalEngine : public Engine {
       }
 
       // The forward runs without the lock: Submit/Cancel/Stats stay responsive.
-      absl::Status st = model_->ForwardBatch(tokens, positions, segments, &kv_, logit_rows, &logits);
+      const auto forward_start = Clock::now();
+      absl::Status st = exec_->Forward(batch, &kv_, &logits);
 
       std::lock_guard<std::mutex> lock(mu_);
       stats_.steps++;
       stats_.last_step_end = Clock::now();
+      stats_.last_step_seconds = std::chrono::duration<double>(stats_.last_step_end - forward_start).count();
+      stats_.step_seconds_total += stats_.last_step_seconds;
       std::vector<SeqId> finished;
       if (!st.ok()) {
         // A failed step fails every sequence in it; the engine keeps serving.
@@ -285,6 +324,7 @@ class LocalEngine : public Engine {
           finished.push_back(s.id);
         }
         scheduler_.OnStepDone(plan, finished);
+        exec_->OnStepDone(finished);
         DropFinished(finished);
         continue;
       }
@@ -322,6 +362,7 @@ class LocalEngine : public Engine {
         }
       }
       scheduler_.OnStepDone(plan, finished);
+      exec_->OnStepDone(finished);
       DropFinished(finished);
     }
   }
@@ -336,6 +377,7 @@ class LocalEngine : public Engine {
   mutable std::mutex mu_;
   std::condition_variable wake_;
   Scheduler scheduler_;
+  std::unique_ptr<StepExecutor> exec_;
   absl::flat_hash_map<SeqId, std::unique_ptr<Sequence>> seqs_;
   absl::flat_hash_map<std::string, SeqId> by_request_;
   SeqId next_id_ = 1;
@@ -346,10 +388,38 @@ class LocalEngine : public Engine {
 
 }  // namespace
 
+std::unique_ptr<StepExecutor> MakeLocalExecutor(std::shared_ptr<Model> model) {
+  return std::make_unique<LocalExecutor>(std::move(model));
+}
+
+std::vector<PoolSpec> EnginePools(const ModelConfig& cfg, const EngineOptions& opt) {
+  // Pool sizes from the byte budget, unless the options fix a pool's blocks.
+  std::vector<PoolSpec> pools = PagedKvStore::PlanPools(cfg, opt.block_size, opt.kv_cache_bytes,
+                                                        opt.max_running, opt.max_batch_tokens);
+  for (PoolSpec& p : pools) {
+    const int64_t fixed = p.window > 0 ? opt.num_blocks_sliding : opt.num_blocks_global;
+    if (fixed > 0) p.num_blocks = fixed;
+  }
+  return pools;
+}
+
+SchedulerConfig EngineSchedulerConfig(const ModelConfig& cfg, const EngineOptions& opt) {
+  return SchedulerConfig{opt.max_batch_tokens, opt.max_running, opt.max_waiting, MaxContext(cfg, opt)};
+}
+
 absl::StatusOr<std::unique_ptr<Engine>> CreateLocalEngine(std::shared_ptr<Model> model,
                                                           std::shared_ptr<const Tokenizer> tokenizer,
                                                           const EngineOptions& options) {
+  std::unique_ptr<StepExecutor> exec = model ? MakeLocalExecutor(model) : nullptr;
+  return CreateEngine(std::move(model), std::move(tokenizer), options, std::move(exec));
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> CreateEngine(std::shared_ptr<Model> model,
+                                                     std::shared_ptr<const Tokenizer> tokenizer,
+                                                     const EngineOptions& options,
+                                                     std::unique_ptr<StepExecutor> executor) {
   if (!model) return absl::InvalidArgumentError("no model");
+  if (!executor) return absl::InvalidArgumentError("no executor");
   if (options.block_size < 1 || options.max_batch_tokens < 1 || options.max_running < 1 ||
       options.kv_cache_bytes < 1) {
     return absl::InvalidArgumentError("engine options: block_size, max_batch_tokens, max_running and "
@@ -358,7 +428,8 @@ absl::StatusOr<std::unique_ptr<Engine>> CreateLocalEngine(std::shared_ptr<Model>
   if (model->config().HasPerLayerEmbeddings()) {
     return absl::UnimplementedError("per-layer embeddings (Gemma 4 E2B/E4B) are not supported yet");
   }
-  return std::unique_ptr<Engine>(new LocalEngine(std::move(model), std::move(tokenizer), options));
+  return std::unique_ptr<Engine>(
+      new LocalEngine(std::move(model), std::move(tokenizer), options, std::move(executor)));
 }
 
 }  // namespace facet

@@ -350,3 +350,154 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab, std::span<const int3
 }
 
 }  // namespace facet
+
+// ---------------------------------------------------------------------------
+// Vocabulary-sharded sampling (SampleSharded). Same filters, same keys; the
+// global quantities come from small collectives.
+namespace facet {
+namespace {
+
+struct Best {
+  float value;
+  int32_t id;
+};
+
+// The largest value over ranks, lowest id on ties (NaN never wins; all -inf
+// gives the lowest id any rank offered).
+absl::StatusOr<Best> MergeBest(parallel::Communicator& comm, Best mine) {
+  std::vector<Best> all(size_t(comm.size()));
+  RETURN_IF_ERROR(comm.AllGather(&mine, all.data(), sizeof(Best), parallel::DType::kBytes));
+  Best b = all[0];
+  for (const Best& o : all) {
+    if (o.value > b.value || (o.value == b.value && o.id < b.id) || (std::isnan(b.value) && !std::isnan(o.value))) b = o;
+  }
+  return b;
+}
+
+// Every rank's entries, concatenated in rank order (identical on all ranks).
+absl::StatusOr<std::vector<SampleEntry>> GatherEntries(parallel::Communicator& comm,
+                                                       const std::vector<SampleEntry>& mine) {
+  const int n = comm.size();
+  int64_t count = int64_t(mine.size());
+  std::vector<int64_t> counts(n);
+  RETURN_IF_ERROR(comm.AllGather(&count, counts.data(), 1, parallel::DType::kI64));
+  const int64_t most = *std::max_element(counts.begin(), counts.end());
+  std::vector<SampleEntry> padded(static_cast<size_t>(most));
+  std::vector<SampleEntry> all(static_cast<size_t>(most) * n);
+  std::copy(mine.begin(), mine.end(), padded.begin());
+  RETURN_IF_ERROR(comm.AllGather(padded.data(), all.data(), size_t(most) * sizeof(SampleEntry),
+                                 parallel::DType::kBytes));
+  std::vector<SampleEntry> out;
+  for (int r = 0; r < n; ++r)
+    out.insert(out.end(), all.begin() + r * most, all.begin() + r * most + counts[r]);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<int32_t> Sampler::SampleSharded(parallel::Communicator& comm, const float* logits,
+                                               parallel::Range vocab, int64_t full_vocab,
+                                               std::span<const int32_t> history, int64_t step) {
+  if (vocab.size <= 0 || vocab.begin < 0 || vocab.end() > full_vocab ||
+      full_vocab > std::numeric_limits<int32_t>::max()) {
+    return absl::InvalidArgumentError(absl::StrCat("sharded sampling: slice [", vocab.begin, ", ",
+                                                   vocab.end(), ") of a vocabulary of ", full_vocab));
+  }
+  const SamplingParams& p = params_;
+  const int64_t n = vocab.size;
+  const int32_t base = int32_t(vocab.begin);
+  const float* x = logits;
+  if (p.repetition_penalty != 1.0f && !history.empty()) {
+    scratch_.assign(logits, logits + n);
+    for (int32_t id : history) {
+      if (!vocab.Contains(id)) continue;
+      float l = logits[id - base];
+      scratch_[id - base] = l > 0 ? l / p.repetition_penalty : l * p.repetition_penalty;
+    }
+    x = scratch_.data();
+  }
+  const int32_t local_top = ArgMax(x, n);
+  ASSIGN_OR_RETURN(Best top, MergeBest(comm, Best{x[local_top], base + local_top}));
+  if (p.temperature == 0) return top.id;
+  const float m = top.value;
+  if (!std::isfinite(m)) return top.id;
+  const float t = p.temperature;
+
+  bool use_pool = false;
+  if (p.top_k > 0 && p.top_k < full_vocab) {
+    // Each rank's tokens >= its own k-th largest include every token >= the
+    // global k-th largest (which is at least as large), so the merge is exact.
+    std::vector<SampleEntry> local;
+    SelectTopK(x, n, p.top_k, &local);
+    for (SampleEntry& e : local) e.id += base;
+    ASSIGN_OR_RETURN(pool_, GatherEntries(comm, local));
+    if (int64_t(pool_.size()) > p.top_k) {
+      std::nth_element(pool_.begin(), pool_.begin() + (p.top_k - 1), pool_.end(), Better);
+      const float threshold = pool_[p.top_k - 1].value;
+      std::erase_if(pool_, [&](const SampleEntry& e) { return e.value < threshold; });
+    }
+    use_pool = true;
+  }
+  if (p.top_p < 1.0f) {
+    double z = 0;
+    if (!use_pool) {
+      // The single-rank bucket histogram, summed over ranks, fixes the same
+      // cut everywhere; only tokens above it travel.
+      constexpr int kBuckets = 256;
+      const float buckets_per_unit = std::min(4.0f / t, 1e30f);
+      std::vector<double> mass(kBuckets + 1, 0.0);  // [buckets | z]
+      for (int64_t i = 0; i < n; ++i) {
+        float w = Weight(x[i], m, t);
+        if (!(w > 0)) continue;
+        mass[kBuckets] += w;
+        mass[int(std::min((m - x[i]) * buckets_per_unit, float(kBuckets - 1)))] += w;
+      }
+      RETURN_IF_ERROR(comm.AllReduce(mass.data(), mass.data(), mass.size(), parallel::DType::kF64,
+                                     parallel::ReduceOp::kSum));
+      z = mass[kBuckets];
+      const double target = double(p.top_p) * z;
+      int last = kBuckets - 1;
+      double before = 0;
+      for (int b = 0; b < kBuckets; ++b) {
+        if (before + mass[b] >= target) {
+          last = b;
+          break;
+        }
+        before += mass[b];
+      }
+      const float cut = last == kBuckets - 1 ? kNegInf : m - float(last + 2) / buckets_per_unit;
+      std::vector<SampleEntry> local;
+      for (int64_t i = 0; i < n; ++i) {
+        if (x[i] >= cut) local.push_back({x[i], base + int32_t(i), Weight(x[i], m, t)});
+      }
+      ASSIGN_OR_RETURN(pool_, GatherEntries(comm, local));
+      use_pool = true;
+    } else {
+      for (SampleEntry& e : pool_) {
+        e.weight = Weight(e.value, m, t);
+        z += e.weight;
+      }
+    }
+    pool_.resize(TopPPrefix(pool_, double(p.top_p) * z));
+  }
+
+  const double log_min_p = p.min_p > 0 ? std::log(double(p.min_p)) : -HUGE_VAL;
+  GumbelMax best(NoisePrefix(p.seed, step), top.id, m, t, log_min_p);
+  if (use_pool) {
+    // Every rank holds the same merged pool: the same answer, no traffic.
+    for (const SampleEntry& e : pool_) best.Consider(e.id, e.value);
+    return best.id();
+  }
+  for (int64_t i = 0; i < n; ++i) best.Consider(base + int32_t(i), x[i]);
+  // Each rank's winner travels as (id, value); the keys are recomputed from
+  // them on the merge, so every rank agrees.
+  GumbelMax merged(NoisePrefix(p.seed, step), top.id, m, t, log_min_p);
+  std::vector<Best> all(size_t(comm.size()));
+  const int32_t my = best.id();
+  Best mine{vocab.Contains(my) ? x[my - base] : m, my};
+  RETURN_IF_ERROR(comm.AllGather(&mine, all.data(), sizeof(Best), parallel::DType::kBytes));
+  for (const Best& b : all) merged.Consider(b.id, b.value);
+  return merged.id();
+}
+
+}  // namespace facet

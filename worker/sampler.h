@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "core/status.h"
+#include "parallel/communicator.h"
+#include "parallel/shard.h"
 
 namespace facet {
 
@@ -70,6 +72,20 @@ class Sampler {
   // not modified. A NaN logit is picked only when all are NaN.
   int32_t Sample(const float* logits, int64_t vocab, std::span<const int32_t> history,
                  int64_t step);
+
+  // The same draw when the vocabulary is split across `comm` (tensor-
+  // parallel LM head) without gathering the logits: `local` holds logits for
+  // ids [vocab.begin, vocab.end) of `full_vocab`. Collective: every rank
+  // calls it with its own slice and all return the same token, the one
+  // Sample() returns on the gathered row (top-p masses are summed in a
+  // different order, so a token whose cumulative mass lands within ~1e-15
+  // of the cut could differ). Traffic per call: argmax, one (value, id) pair
+  // per rank; temperature/min-p, one key per rank; top-k, each rank's k
+  // candidates; top-p, a 256-bucket histogram plus the candidates above the
+  // cut (the whole slice only when the distribution is that flat).
+  absl::StatusOr<int32_t> SampleSharded(parallel::Communicator& comm, const float* local,
+                                        parallel::Range vocab, int64_t full_vocab,
+                                        std::span<const int32_t> history, int64_t step);
 
   bool IsStop(int32_t id) const;
 

@@ -1,0 +1,164 @@
+// facet-coordinator: the cluster's front door (DESIGN.md §1). Serves
+// facet.v1.Facet to clients and EngineLink to engine group leaders: plans
+// each launching job's shards, routes requests across the registered groups
+// (least loaded) and moves a dead group's requests to a live one.
+//
+//   facet-coordinator --model tests/data/golden/gemma3 --tokenizer T.json --port 50051 --link-port 50052
+//   mpirun -np 2 facet-worker --coordinator 127.0.0.1:50052     # once per replica job
+#include <signal.h>
+
+#include <iostream>
+#include <thread>
+
+#include <CLI/CLI.hpp>
+#include <grpcpp/grpcpp.h>
+
+#include "coordinator/engine_link.h"
+#include "coordinator/replica_set.h"
+#include "coordinator/server.h"
+#include "models/tokenizer.h"
+
+namespace facet {
+namespace {
+
+struct CoordinatorOptions {
+  std::string model;
+  std::string name;
+  std::string tokenizer;
+  std::string host = "127.0.0.1";
+  int port = 50051;
+  int link_port = 50052;
+  std::string link_host = "0.0.0.0";
+  int tp = 0, ep = 0;
+  int64_t context = 0;
+  double memory_fraction = 0.9;
+  int64_t kv_cache_mb = 256;
+  int64_t max_batch_tokens = 512;
+  int64_t max_running = 64;
+  int32_t step_timeout_ms = 60000;
+  int32_t link_timeout_ms = 10000;
+  double failover_wait_s = 30;
+  int default_max_tokens = 512;
+  double grace_s = 10;
+};
+
+int Run(const CoordinatorOptions& opt) {
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto cfg = LoadModelConfig(opt.model);
+  if (!cfg.ok()) {
+    std::cerr << "facet-coordinator: " << cfg.status() << "\n";
+    return 2;
+  }
+  std::shared_ptr<const Tokenizer> tokenizer;
+  if (!opt.tokenizer.empty()) {
+    auto t = Tokenizer::FromJsonFile(opt.tokenizer);
+    if (!t.ok()) {
+      std::cerr << "facet-coordinator: " << t.status() << "\n";
+      return 2;
+    }
+    tokenizer = std::make_shared<Tokenizer>(std::move(*t));
+  }
+  std::string name = opt.name;
+  if (name.empty()) {
+    name = opt.model;
+    while (name.size() > 1 && name.back() == '/') name.pop_back();
+    name = name.substr(name.find_last_of('/') + 1);
+  }
+
+  ReplicaSetOptions ro;
+  ro.failover_wait = std::chrono::milliseconds(int64_t(opt.failover_wait_s * 1000));
+  auto replicas = std::make_shared<ReplicaSet>(ro);
+
+  EngineLinkOptions lo;
+  lo.model_name = name;
+  lo.model_path = opt.model;
+  lo.tokenizer_path = opt.tokenizer;
+  lo.config = *cfg;
+  lo.plan.tp = opt.tp;
+  lo.plan.ep = opt.ep;
+  lo.plan.max_context = opt.context;
+  lo.plan.memory_fraction = opt.memory_fraction;
+  lo.engine.set_kv_cache_bytes(opt.kv_cache_mb << 20);
+  lo.engine.set_max_batch_tokens(opt.max_batch_tokens);
+  lo.engine.set_max_running(opt.max_running);
+  lo.engine.set_max_context(opt.context);
+  lo.step_timeout_ms = opt.step_timeout_ms;
+  lo.link_timeout_ms = opt.link_timeout_ms;
+  EngineLinkService link(lo, replicas);
+  grpc::ServerBuilder lb;
+  int link_port = 0;
+  lb.AddListeningPort(opt.link_host + ":" + std::to_string(opt.link_port), grpc::InsecureServerCredentials(),
+                      &link_port);
+  lb.RegisterService(&link);
+  std::unique_ptr<grpc::Server> link_server = lb.BuildAndStart();
+  if (!link_server || link_port == 0) {
+    std::cerr << "facet-coordinator: cannot listen for engine links on port " << opt.link_port << "\n";
+    return 1;
+  }
+
+  ModelRegistry registry;
+  ModelInfo info = ModelInfoFromConfig(name, *cfg, opt.context);
+  if (absl::Status st = registry.Add(ServedModel{info, replicas, tokenizer}); !st.ok()) {
+    std::cerr << "facet-coordinator: " << st << "\n";
+    return 1;
+  }
+  ServerOptions so;
+  so.host = opt.host;
+  so.port = opt.port;
+  so.service.defaults.max_tokens = opt.default_max_tokens;
+  auto server = FacetServer::Start(so, std::move(registry));
+  if (!server.ok()) {
+    std::cerr << "facet-coordinator: " << server.status() << "\n";
+    return 1;
+  }
+  std::cerr << "facet-coordinator: model \"" << name << "\"; clients on " << (*server)->address()
+            << ", engine links on port " << link_port << std::endl;
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  std::cerr << "facet-coordinator: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining\n";
+  const auto grace = std::chrono::milliseconds(int64_t(opt.grace_s * 1000));
+  (*server)->Shutdown(grace);
+  (*server)->Wait();
+  replicas->ShutdownReplicas(/*drain=*/true);
+  replicas->Shutdown(/*drain=*/false);
+  link_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  return 0;
+}
+
+}  // namespace
+}  // namespace facet
+
+int main(int argc, char** argv) {
+  CLI::App app{"facet-coordinator — public gRPC front door and engine-group router"};
+  facet::CoordinatorOptions opt;
+  app.add_option("--model", opt.model, "model directory or config.json (the workers load the weights)")->required();
+  app.add_option("--name", opt.name, "served model name (default: the directory name)");
+  app.add_option("--tokenizer", opt.tokenizer, "tokenizer.json (text requests, streamed text)");
+  app.add_option("--host", opt.host, "client address to bind")->capture_default_str();
+  app.add_option("--port", opt.port, "client port (facet.v1.Facet)")->capture_default_str();
+  app.add_option("--link-host", opt.link_host, "engine link address to bind")->capture_default_str();
+  app.add_option("--link-port", opt.link_port, "engine link port (EngineLink)")->capture_default_str();
+  app.add_option("--tp", opt.tp, "tensor-parallel size (default: the planner's choice)");
+  app.add_option("--ep", opt.ep, "expert-parallel size");
+  app.add_option("--context", opt.context, "max tokens per sequence (default: the model's)");
+  app.add_option("--memory-fraction", opt.memory_fraction, "usable share of each rank's memory")
+      ->capture_default_str();
+  app.add_option("--kv-cache-mb", opt.kv_cache_mb, "KV cache per engine group")->capture_default_str();
+  app.add_option("--max-batch-tokens", opt.max_batch_tokens, "tokens per step")->capture_default_str();
+  app.add_option("--max-running", opt.max_running, "sequences per batch")->capture_default_str();
+  app.add_option("--step-timeout-ms", opt.step_timeout_ms, "leader step watchdog (0 = off)")->capture_default_str();
+  app.add_option("--link-timeout-ms", opt.link_timeout_ms, "drop a leader silent this long (0 = never)")
+      ->capture_default_str();
+  app.add_option("--failover-wait", opt.failover_wait_s, "seconds a request waits for a live group")
+      ->capture_default_str();
+  app.add_option("--default-max-tokens", opt.default_max_tokens, "when a request sets none")->capture_default_str();
+  app.add_option("--grace", opt.grace_s, "seconds to drain on SIGTERM")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  return facet::Run(opt);
+}
