@@ -19,6 +19,7 @@
 #include "kernels/cpu/machine_probe.h"
 #include "models/model.h"
 #include "models/random_weights.h"
+#include "worker/device_registry.h"
 #include "worker/generator.h"
 
 namespace facet::cli {
@@ -33,6 +34,7 @@ struct BenchOptions {
   int threads = 0;
   int repeats = 1;
   bool probe = true;
+  std::string device = "cpu";  // --device: cpu or cuda (worker/device_registry.h)
 };
 
 int64_t MatrixParams(const WeightRef& w) { return w.data ? w.rows * w.cols : 0; }
@@ -68,6 +70,7 @@ int RunBench(const BenchOptions& opt) {
     std::cerr << "facet bench: " << s.message() << "\n";
     return 1;
   };
+  if (absl::Status st = CheckDevice(opt.device); !st.ok()) return fail(st);
   ThreadPool pool(opt.threads);
   std::unique_ptr<Model> model;
   std::string name;
@@ -107,7 +110,7 @@ int RunBench(const BenchOptions& opt) {
 
   double best_prefill = 0, best_decode = 0;
   for (int r = 0; r < std::max(1, opt.repeats); ++r) {
-    auto res = Generate(*model, prompt, sp);
+    auto res = GenerateOn(opt.device, *model, prompt, sp);
     if (!res.ok()) return fail(res.status());
     best_prefill = std::max(best_prefill, res->prefill_tok_s());
     best_decode = std::max(best_decode, res->decode_tok_s());
@@ -117,6 +120,7 @@ int RunBench(const BenchOptions& opt) {
   const double prefill_flops = PrefillFlops(*model, opt.prompt_len);
   const double prefill_gflops = prefill_flops / (opt.prompt_len / best_prefill) / 1e9;
   nlohmann::json j = {{"model", name},
+                      {"device", opt.device},
                       {"threads", pool.num_threads()},
                       {"prompt_len", opt.prompt_len},
                       {"gen_len", opt.gen_len},
@@ -126,7 +130,7 @@ int RunBench(const BenchOptions& opt) {
                       {"prefill_gflops", prefill_gflops}};
   struct rusage usage;
   if (getrusage(RUSAGE_SELF, &usage) == 0) j["peak_rss_mb"] = double(usage.ru_maxrss) / 1024.0;  // KiB on Linux
-  if (opt.probe) {
+  if (opt.probe && opt.device == "cpu") {  // host DRAM: no roofline for a GPU run
     cpu::MachineLimits lim = cpu::MeasureMachine(&pool);
     const double roofline = lim.mem_read_gbps * 1e9 / weight_bytes;
     j["machine"] = {{"mem_read_gbps", lim.mem_read_gbps}, {"fma_gflops", lim.fma_gflops}, {"threads", lim.threads}};
@@ -153,11 +157,28 @@ void RegisterBench(CLI::App& app) {
   cmd->add_option("--threads", opt->threads, "CPU threads (0 = all cores)");
   cmd->add_option("--repeats", opt->repeats, "runs; the best is reported")->capture_default_str();
   cmd->add_flag("!--no-probe", opt->probe, "skip measuring bandwidth and FMA peak");
-  cmd->add_flag("--serve", *serve_mode, "benchmark a running `facet serve` over gRPC instead");
-  cmd->add_option("--addr", serve->addr, "--serve: server address")->capture_default_str();
-  cmd->add_option("--concurrency", serve->concurrency, "--serve: concurrent clients, one run per value")
+  cmd->add_flag("--serve", *serve_mode,
+                "benchmark a running server instead: `facet serve` over gRPC (--addr) or any "
+                "OpenAI-compatible HTTP server (--url)");
+  cmd->add_option("--addr", serve->addr, "--serve: gRPC server address")->capture_default_str();
+  cmd->add_option("--url", serve->url, "--serve: OpenAI-compatible server, http://host:port");
+  cmd->add_option("--served-model", serve->model, "--serve --url: model name (default: the first listed)");
+  cmd->add_option("--concurrency", serve->concurrency,
+                  "--serve: requests in flight, one run per value (a sweep: 1,4,16)")
       ->delimiter(',');
   cmd->add_option("--requests", serve->requests, "--serve: requests per run (0 = 2 x concurrency)");
+  cmd->add_option("--request-rate", serve->request_rate,
+                  "--serve: Poisson arrivals per second (0 = closed loop at --concurrency)");
+  cmd->add_option("--random-range-ratio", serve->range_ratio,
+                  "--serve: lengths uniform in [len*(1-r), len*(1+r)] (0 = fixed)");
+  cmd->add_flag("--ignore-eos", serve->ignore_eos, "--serve --url: send ignore_eos (exact output lengths)");
+  cmd->add_option("--extra-body", serve->extra_body,
+                  "--serve --url: JSON object merged into every request (e.g. a peer's logit_bias)");
+  cmd->add_option("--seed", serve->seed, "--serve: workload seed")->capture_default_str();
+  cmd->add_option("--json-out", serve->json_out, "--serve: also write the JSON report here");
+  cmd->add_option("--markdown-out", serve->markdown_out, "--serve: also write the markdown table here");
+  cmd->add_option("--device", opt->device, "where the forward runs: cpu or cuda (one GPU)")
+      ->capture_default_str();
   cmd->callback([opt, serve, serve_mode] {
     if (*serve_mode) {
       serve->prompt_len = opt->prompt_len;

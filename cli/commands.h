@@ -12,6 +12,8 @@ void RegisterBench(CLI::App& app);
 void RegisterChat(CLI::App& app);
 void RegisterServe(CLI::App& app);
 void RegisterClient(CLI::App& app);
+void RegisterPlan(CLI::App& app);
+void RegisterBatch(CLI::App& app);
 
 // Exit code recorded by the subcommand that ran (0 when none failed).
 int ExitCode();

@@ -13,6 +13,8 @@ int main(int argc, char** argv) {
   facet::cli::RegisterBench(app);
   facet::cli::RegisterServe(app);
   facet::cli::RegisterClient(app);
+  facet::cli::RegisterPlan(app);
+  facet::cli::RegisterBatch(app);
   CLI11_PARSE(app, argc, argv);
   return facet::cli::ExitCode();
 }

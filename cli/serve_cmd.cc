@@ -1,8 +1,10 @@
 // facet serve: the embedded mode — the public gRPC API (facet.v1.Facet) and a
-// single-rank engine in one process.
+// single-rank engine in one process; with --http-port, the OpenAI-compatible
+// HTTP API and Prometheus /metrics beside it on the same engine.
 //
-//   facet serve --model gemma-3-270m-it-Q4_K_M.gguf --port 50051
+//   facet serve --model gemma-3-270m-it-Q4_K_M.gguf --port 50051 --http-port 8080
 //   facet client --addr 127.0.0.1:50051 --prompt "Why is the sky blue?" --chat
+//   curl localhost:8080/v1/chat/completions -d '{"messages": [{"role": "user", "content": "Hi"}]}'
 //
 // SIGINT/SIGTERM: stop admitting, let the streams in flight finish for up to
 // --grace seconds, cancel the rest, exit 0.
@@ -12,12 +14,15 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <thread>
 
 #include "cli/commands.h"
 #include "cli/load.h"
+#include "coordinator/http_server.h"
 #include "coordinator/server.h"
 #include "core/thread_pool.h"
 #include "models/model.h"
+#include "worker/device_registry.h"
 #include "worker/engine.h"
 
 namespace facet::cli {
@@ -25,9 +30,13 @@ namespace {
 
 struct ServeCmdOptions {
   std::string model;
+  std::string tokenizer;  // empty: the model's own (tokenizer.json beside it, or the GGUF's)
   std::string name;  // empty: the model file or folder name
   std::string host = "127.0.0.1";
   int port = 50051;
+  int http_port = -1;  // -1: no HTTP front; 0: any free port
+  int http_threads = 256;
+  int64_t max_body_mb = 8;
   int threads = 0;
   int64_t kv_cache_mb = 1024;
   int64_t max_batch_tokens = 512;
@@ -36,6 +45,7 @@ struct ServeCmdOptions {
   int64_t max_context = 0;
   int32_t default_max_tokens = 512;
   double grace_s = 30;
+  std::string device = "cpu";  // --device: cpu or cuda (worker/device_registry.h)
 };
 
 std::string DefaultModelName(const std::string& path) {
@@ -67,7 +77,7 @@ int RunServe(const ServeCmdOptions& opt) {
   const ModelConfig& cfg = model->config();
 
   std::shared_ptr<const Tokenizer> tokenizer;
-  if (auto tok = LoadTokenizer(opt.model); tok.ok()) {
+  if (auto tok = LoadTokenizer(opt.tokenizer.empty() ? opt.model : opt.tokenizer); tok.ok()) {
     tokenizer = std::move(*tok);
   } else {
     std::cerr << "facet serve: no tokenizer (" << tok.status().message()
@@ -80,7 +90,7 @@ int RunServe(const ServeCmdOptions& opt) {
   eopt.max_running = opt.max_running;
   eopt.max_waiting = opt.max_waiting;
   eopt.max_context = opt.max_context;
-  auto created = CreateLocalEngine(model, tokenizer, eopt);
+  auto created = CreateEngineOn(opt.device, model, tokenizer, eopt);
   if (!created.ok()) return fail("creating the engine", created.status());
   std::shared_ptr<Engine> engine = std::move(*created);
 
@@ -98,17 +108,45 @@ int RunServe(const ServeCmdOptions& opt) {
     return fail("starting the server", started.status());
   }
   std::unique_ptr<FacetServer> server = std::move(*started);
+  std::unique_ptr<HttpFront> http;
+  if (opt.http_port >= 0) {
+    // The same engine behind a second registry: both fronts share it.
+    auto registry = std::make_shared<ModelRegistry>();
+    absl::Status added = registry->Add(ServedModel{info, engine, tokenizer});
+    HttpOptions hopt;
+    hopt.host = opt.host;
+    hopt.port = opt.http_port;
+    hopt.defaults = sopt.service.defaults;
+    hopt.threads = opt.http_threads;
+    hopt.max_body_bytes = size_t(opt.max_body_mb) << 20;
+    auto front = added.ok() ? HttpFront::Start(hopt, registry) : absl::StatusOr<std::unique_ptr<HttpFront>>(added);
+    if (!front.ok()) {
+      server->Shutdown(std::chrono::milliseconds(0));
+      server->Wait();
+      engine->Shutdown(/*drain=*/false);
+      return fail("starting the HTTP front", front.status());
+    }
+    http = std::move(*front);
+  }
   std::cerr << "facet serve: model \"" << info.name << "\" (" << ModelFamilyName(cfg.family) << ", "
             << info.context_length << " tokens of context"
             << (tokenizer ? "" : ", no tokenizer") << ")\n";
+  if (http) {
+    std::cerr << "facet serve: HTTP (OpenAI API, /metrics) on http://" << http->address() << std::endl;
+  }
   std::cerr << "facet serve: listening on " << server->address() << std::endl;
 
   int sig = 0;
   sigwait(&signals, &sig);
   std::cerr << "facet serve: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining "
             << server->active_streams() << " streams (up to " << opt.grace_s << " s)\n";
-  server->Shutdown(std::chrono::milliseconds(static_cast<int64_t>(opt.grace_s * 1000)));
+  const auto grace = std::chrono::milliseconds(static_cast<int64_t>(opt.grace_s * 1000));
+  std::thread http_down([&] {
+    if (http) http->Shutdown(grace);
+  });
+  server->Shutdown(grace);
   server->Wait();
+  http_down.join();
   engine->Shutdown(/*drain=*/false);
   std::cerr << "facet serve: stopped\n";
   return 0;
@@ -121,6 +159,15 @@ void RegisterServe(CLI::App& app) {
   CLI::App* cmd = app.add_subcommand("serve", "Serve a model over gRPC (facet.v1.Facet)");
   cmd->add_option("--model", opt->model, "model directory (config.json + safetensors) or .gguf file")
       ->required();
+  cmd->add_option("--tokenizer", opt->tokenizer,
+                  "tokenizer.json (or a folder/.gguf holding one) when the model has none beside it");
+  cmd->add_option("--http-port", opt->http_port,
+                  "also serve the OpenAI-compatible HTTP API and /metrics on this port (0 = any free port)");
+  cmd->add_option("--http-threads", opt->http_threads,
+                  "HTTP connections served at once (each stream holds one)")
+      ->capture_default_str();
+  cmd->add_option("--max-body-mb", opt->max_body_mb, "largest HTTP request body (MiB); larger: 413")
+      ->capture_default_str();
   cmd->add_option("--name", opt->name, "model name clients use (default: the file or folder name)");
   cmd->add_option("--host", opt->host, "address to listen on (0.0.0.0 or :: for every interface)")
       ->capture_default_str();
@@ -141,6 +188,8 @@ void RegisterServe(CLI::App& app) {
                   "max_tokens of requests that leave it unset")
       ->capture_default_str();
   cmd->add_option("--grace", opt->grace_s, "seconds streams may finish after SIGINT/SIGTERM")
+      ->capture_default_str();
+  cmd->add_option("--device", opt->device, "where the forward runs: cpu or cuda (one GPU)")
       ->capture_default_str();
   cmd->callback([opt] { SetExitCode(RunServe(*opt)); });
 }

@@ -4,21 +4,13 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "coordinator/event_queue.h"
+#include "coordinator/engine_call.h"
 #include "core/logging.h"
 
 namespace facet {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).count(); }
-
-std::string Fixed1(double v) {
-  char buf[32];
-  snprintf(buf, sizeof(buf), "%.1f", v);
-  return buf;
-}
 
 // gRPC deadlines are wall-clock; the engine's are steady. A deadline beyond a
 // year is gRPC's "none" (gpr_inf_future).
@@ -56,10 +48,13 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-FacetService::FacetService(std::shared_ptr<const ModelRegistry> registry, ServiceOptions options)
-    : registry_(std::move(registry)), options_(options) {
-  for (const auto& m : registry_->models()) probes_[m->info.name] = std::make_unique<ProbeState>();
+HealthOptions HealthOptionsOf(const ServiceOptions& options) {
+  return HealthOptions{options.health_window, options.probe_timeout, options.probe_reuse};
 }
+
+FacetService::FacetService(std::shared_ptr<const ModelRegistry> registry, ServiceOptions options)
+    : registry_(std::move(registry)), options_(options),
+      health_(*registry_, HealthOptionsOf(options)) {}
 
 grpc::Status FacetService::Generate(grpc::ServerContext* context,
                                     const v1::GenerateRequest* request,
@@ -87,78 +82,42 @@ grpc::Status FacetService::Stream(grpc::ServerContext* context, const ServedMode
   CountGuard active(active_streams_);
   EngineRequest request = *std::move(built);
   request.deadline = SteadyDeadline(context->deadline());
-  const std::string id = request.request_id;
-  const uint64_t seed = request.sampling.seed;
-
-  // The sink owns a reference to the queue: if this call gives up waiting
-  // (cancel_grace), a late event still lands somewhere valid.
-  auto queue = std::make_shared<EventQueue>();
-  absl::Status submitted =
-      model.engine->Submit(std::move(request), [queue](const TokenEvent& e) { queue->Push(e); });
-  if (!submitted.ok()) return ToGrpcStatus(submitted);
+  auto submitted = EngineCall::Submit(*model.engine, std::move(request));
+  if (!submitted.ok()) return ToGrpcStatus(submitted.status());
+  EngineCall& call = **submitted;
+  const grpc::Status client_gone(grpc::StatusCode::CANCELLED, "cancelled by the client");
 
   bool first = true;
-  bool cancelled = false;  // by this call, because the client went away
-  Clock::time_point cancelled_at{};
-  auto cancel = [&] {
-    if (cancelled) return;
-    model.engine->Cancel(id);
-    cancelled = true;
-    cancelled_at = Clock::now();
-  };
   for (;;) {
-    if (!cancelled && context->IsCancelled()) cancel();
-    std::optional<TokenEvent> event = queue->PopFor(options_.poll_interval);
-    if (!event) {
-      if (cancelled && Clock::now() - cancelled_at > options_.cancel_grace) {
-        FACET_LOG(WARNING) << "request " << id << ": the engine did not confirm the cancellation within "
-                           << options_.cancel_grace.count() << " ms";
-        return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-      }
-      continue;
+    if (context->IsCancelled()) {
+      call.CancelAndWait(options_.cancel_grace);
+      return client_gone;
     }
-    if (cancelled) {
-      // Drain until the engine confirms; the client is gone.
-      if (event->finished) return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
-      continue;
-    }
+    std::optional<TokenEvent> event = call.Next(options_.poll_interval);
+    if (!event) continue;
 
     v1::GenerateResponse chunk;
-    chunk.set_request_id(id);
+    chunk.set_request_id(call.id());
     chunk.mutable_token_ids()->Add(event->ids.begin(), event->ids.end());
     chunk.set_text(event->text);
-    if (first) chunk.set_seed(seed);
+    if (first) chunk.set_seed(call.seed());
     first = false;
     if (!event->finished) {
-      if (!writer->Write(chunk)) cancel();
+      if (!writer->Write(chunk)) {
+        call.CancelAndWait(options_.cancel_grace);
+        return client_gone;
+      }
       continue;
     }
-
-    switch (event->finish) {
-      case EngineFinish::kStop:
-      case EngineFinish::kLength:
-      case EngineFinish::kDeadline: {
-        chunk.set_finish_reason(ToProto(event->finish));
-        chunk.mutable_usage()->set_prompt_tokens(event->prompt_tokens);
-        chunk.mutable_usage()->set_completion_tokens(event->completion_tokens);
-        // The request is over in the engine; a failed last write changes nothing.
-        writer->Write(chunk);
-        if (event->finish != EngineFinish::kDeadline) return grpc::Status::OK;
-        return grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
-                            absl::StrCat("the deadline passed after ", event->completion_tokens,
-                                         " generated tokens"));
-      }
-      case EngineFinish::kCancelled:
-        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                            absl::StrCat("the engine cancelled request ", id,
-                                         " (shutting down); retry"));
-      case EngineFinish::kError:
-        if (!event->error.ok()) return ToGrpcStatus(event->error);
-        [[fallthrough]];
-      case EngineFinish::kNone:
-        return grpc::Status(grpc::StatusCode::INTERNAL,
-                            absl::StrCat("the engine failed request ", id, " without a reason"));
+    const absl::Status status = FinishStatus(*event, call.id());
+    if (status.ok() || status.code() == absl::StatusCode::kDeadlineExceeded) {
+      chunk.set_finish_reason(ToProto(event->finish));
+      chunk.mutable_usage()->set_prompt_tokens(event->prompt_tokens);
+      chunk.mutable_usage()->set_completion_tokens(event->completion_tokens);
+      // The request is over in the engine; a failed last write changes nothing.
+      writer->Write(chunk);
     }
+    return ToGrpcStatus(status);
   }
 }
 
@@ -210,91 +169,11 @@ grpc::Status FacetService::Health(grpc::ServerContext*, const v1::HealthRequest*
     response->set_message("shutting down");
     return grpc::Status::OK;
   }
-  bool serving = true;
-  std::string message;
-  double since = -1;
-  for (const ServedModel* m : models) {
-    Verdict v = CheckHealth(*m);
-    serving = serving && v.serving;
-    if (!message.empty()) message += "; ";
-    message += models.size() > 1 ? absl::StrCat(m->info.name, ": ", v.message) : v.message;
-    since = std::max(since, v.seconds_since_last_step);
-  }
-  response->set_status(serving ? v1::HealthResponse::SERVING : v1::HealthResponse::NOT_SERVING);
-  response->set_message(message);
-  response->set_seconds_since_last_step(since);
+  const HealthVerdict v = health_.CheckAll(models);
+  response->set_status(v.serving ? v1::HealthResponse::SERVING : v1::HealthResponse::NOT_SERVING);
+  response->set_message(v.message);
+  response->set_seconds_since_last_step(v.seconds_since_last_step);
   return grpc::Status::OK;
-}
-
-FacetService::Verdict FacetService::CheckHealth(const ServedModel& model) {
-  const EngineStats stats = model.engine->Stats();
-  const auto now = Clock::now();
-  Verdict v;
-  const bool stepped = stats.last_step_end != Clock::time_point{};
-  if (stepped) v.seconds_since_last_step = Seconds(now - stats.last_step_end);
-  if (stepped && now - stats.last_step_end <= options_.health_window) {
-    v.serving = true;
-    v.message = absl::StrCat("last step finished ", Fixed1(v.seconds_since_last_step), " s ago");
-    return v;
-  }
-  if (stats.running + stats.waiting > 0) {
-    v.message = absl::StrCat(
-        stepped ? absl::StrCat("no step finished in ", Fixed1(v.seconds_since_last_step), " s")
-                : std::string("no step finished yet"),
-        " with ", stats.running, " running and ", stats.waiting, " waiting requests");
-    return v;
-  }
-  Verdict probe = Probe(model);
-  const EngineStats after = model.engine->Stats();
-  if (after.last_step_end != Clock::time_point{}) {
-    probe.seconds_since_last_step = Seconds(Clock::now() - after.last_step_end);
-  }
-  return probe;
-}
-
-FacetService::Verdict FacetService::Probe(const ServedModel& model) {
-  ProbeState& state = *probes_.at(model.info.name);
-  std::lock_guard<std::mutex> lock(state.mu);
-  const auto start = Clock::now();
-  if (state.when != Clock::time_point{} && start - state.when <= options_.probe_reuse) {
-    return Verdict{state.ok, state.message};
-  }
-  auto record = [&](bool ok, std::string message) {
-    state.when = Clock::now();
-    state.ok = ok;
-    state.message = std::move(message);
-    return Verdict{ok, state.message};
-  };
-
-  EngineRequest request;
-  request.request_id = absl::StrCat("facet-health-probe-", probe_counter_.fetch_add(1) + 1);
-  request.prompt = {model.info.bos_id};
-  request.sampling.max_tokens = 1;
-  request.deadline = start + options_.probe_timeout;
-  auto queue = std::make_shared<EventQueue>();
-  absl::Status submitted =
-      model.engine->Submit(request, [queue](const TokenEvent& e) { queue->Push(e); });
-  if (!submitted.ok()) {
-    return record(false, absl::StrCat("idle; the probe request was rejected: ",
-                                      std::string(submitted.message())));
-  }
-  for (;;) {
-    std::optional<TokenEvent> event = queue->PopFor(std::chrono::milliseconds(50));
-    if (event && event->finished) {
-      const double ms = Seconds(Clock::now() - start) * 1e3;
-      if (event->finish == EngineFinish::kStop || event->finish == EngineFinish::kLength) {
-        return record(true, absl::StrCat("idle; a probe step completed in ", Fixed1(ms), " ms"));
-      }
-      return record(false, absl::StrCat("idle; the probe request ended with finish reason ",
-                                        v1::FinishReason_Name(ToProto(event->finish)), " ",
-                                        std::string(event->error.message())));
-    }
-    if (Clock::now() - start > options_.probe_timeout + std::chrono::seconds(1)) {
-      model.engine->Cancel(request.request_id);
-      return record(false, absl::StrCat("idle; a probe step did not finish within ",
-                                        options_.probe_timeout.count(), " ms"));
-    }
-  }
 }
 
 grpc::Status FacetService::Stats(grpc::ServerContext*, const v1::StatsRequest* request,

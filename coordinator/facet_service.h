@@ -13,6 +13,7 @@
 #include <mutex>
 #include <string>
 
+#include "coordinator/health.h"
 #include "coordinator/model_registry.h"
 #include "coordinator/request_builder.h"
 #include "facet/v1/facet.grpc.pb.h"
@@ -32,6 +33,8 @@ struct ServiceOptions {
   // ...and its result is reused this long (Health calls do not flood the engine).
   std::chrono::milliseconds probe_reuse{5000};
 };
+
+HealthOptions HealthOptionsOf(const ServiceOptions& options);
 
 // Maps one to one (absl and gRPC share the canonical codes).
 grpc::Status ToGrpcStatus(const absl::Status& status);
@@ -58,30 +61,15 @@ class FacetService final : public v1::Facet::Service {
   int64_t active_streams() const { return active_streams_.load(); }
 
  private:
-  struct ProbeState {
-    std::mutex mu;  // one probe at a time per model
-    std::chrono::steady_clock::time_point when{};
-    bool ok = false;
-    std::string message;
-  };
-  struct Verdict {
-    bool serving = false;
-    std::string message;
-    double seconds_since_last_step = -1;
-  };
-
   grpc::Status Stream(grpc::ServerContext* context, const ServedModel& model,
                       absl::StatusOr<EngineRequest> request,
                       grpc::ServerWriter<v1::GenerateResponse>* writer);
-  Verdict CheckHealth(const ServedModel& model);
-  Verdict Probe(const ServedModel& model);
 
   std::shared_ptr<const ModelRegistry> registry_;
   ServiceOptions options_;
   std::atomic<bool> admitting_{true};
   std::atomic<int64_t> active_streams_{0};
-  std::atomic<uint64_t> probe_counter_{0};
-  std::map<std::string, std::unique_ptr<ProbeState>> probes_;  // by model name, fixed at construction
+  HealthChecker health_;
 };
 
 }  // namespace facet

@@ -11,10 +11,18 @@ PACKAGES=(
   libabsl-dev
   # distributed CPU path
   libopenmpi-dev openmpi-bin
+  # facet batch on Slurm: the single-host Slurm of tests/slurm (srun --mpi=pmix)
+  slurmctld slurmd slurm-client munge
   # SIMD kernels
   libhwy-dev
   # config / tokenizer JSON, command line
   nlohmann-json3-dev libcli11-dev
+  # OpenAI-compatible HTTP front
+  libcpp-httplib-dev
+  # venv for the Python test clients (openai, prometheus_client): scripts/setup-python.sh
+  python3-venv
+  # gRPC clients of tests/cluster (stubs from protoc + grpc_python_plugin)
+  python3-grpcio python3-protobuf
   # tests and benchmarks
   libgtest-dev libgmock-dev googletest libbenchmark-dev
 )
