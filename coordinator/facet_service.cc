@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/engine_call.h"
 #include "core/logging.h"
+#include "worker/engine_wire.h"
 
 namespace facet {
 namespace {
@@ -18,18 +19,6 @@ Clock::time_point SteadyDeadline(std::chrono::system_clock::time_point deadline)
   const auto now = std::chrono::system_clock::now();
   if (deadline - now > std::chrono::hours(24 * 365)) return Clock::time_point::max();
   return Clock::now() + std::chrono::duration_cast<Clock::duration>(deadline - now);
-}
-
-v1::FinishReason ToProto(EngineFinish f) {
-  switch (f) {
-    case EngineFinish::kNone: return v1::FINISH_REASON_UNSPECIFIED;
-    case EngineFinish::kStop: return v1::FINISH_REASON_STOP;
-    case EngineFinish::kLength: return v1::FINISH_REASON_LENGTH;
-    case EngineFinish::kCancelled: return v1::FINISH_REASON_CANCELLED;
-    case EngineFinish::kDeadline: return v1::FINISH_REASON_DEADLINE;
-    case EngineFinish::kError: return v1::FINISH_REASON_ERROR;
-  }
-  return v1::FINISH_REASON_UNSPECIFIED;
 }
 
 class CountGuard {
@@ -111,7 +100,7 @@ grpc::Status FacetService::Stream(grpc::ServerContext* context, const ServedMode
     }
     const absl::Status status = FinishStatus(*event, call.id());
     if (status.ok() || status.code() == absl::StatusCode::kDeadlineExceeded) {
-      chunk.set_finish_reason(ToProto(event->finish));
+      chunk.set_finish_reason(FinishReasonToProto(event->finish));
       chunk.mutable_usage()->set_prompt_tokens(event->prompt_tokens);
       chunk.mutable_usage()->set_completion_tokens(event->completion_tokens);
       // The request is over in the engine; a failed last write changes nothing.

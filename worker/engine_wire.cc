@@ -7,7 +7,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-v1::FinishReason ToProto(EngineFinish f) {
+}  // namespace
+
+v1::FinishReason FinishReasonToProto(EngineFinish f) {
   switch (f) {
     case EngineFinish::kNone: return v1::FINISH_REASON_UNSPECIFIED;
     case EngineFinish::kStop: return v1::FINISH_REASON_STOP;
@@ -19,7 +21,7 @@ v1::FinishReason ToProto(EngineFinish f) {
   return v1::FINISH_REASON_UNSPECIFIED;
 }
 
-EngineFinish FromProto(v1::FinishReason f) {
+EngineFinish FinishReasonFromProto(v1::FinishReason f) {
   switch (f) {
     case v1::FINISH_REASON_STOP: return EngineFinish::kStop;
     case v1::FINISH_REASON_LENGTH: return EngineFinish::kLength;
@@ -29,8 +31,6 @@ EngineFinish FromProto(v1::FinishReason f) {
     default: return EngineFinish::kNone;
   }
 }
-
-}  // namespace
 
 internal::Submit ToSubmitProto(const EngineRequest& r, const std::string& model) {
   internal::Submit s;
@@ -80,7 +80,7 @@ internal::TokenEvent ToEventProto(const std::string& id, const TokenEvent& e) {
   p.mutable_token_ids()->Add(e.ids.begin(), e.ids.end());
   p.set_text(e.text);
   p.set_finished(e.finished);
-  p.set_finish_reason(ToProto(e.finish));
+  p.set_finish_reason(FinishReasonToProto(e.finish));
   if (!e.error.ok()) {
     p.set_error_code(int32_t(e.error.code()));
     p.set_error_message(std::string(e.error.message()));
@@ -95,7 +95,7 @@ TokenEvent FromEventProto(const internal::TokenEvent& p) {
   e.ids.assign(p.token_ids().begin(), p.token_ids().end());
   e.text = p.text();
   e.finished = p.finished();
-  e.finish = FromProto(p.finish_reason());
+  e.finish = FinishReasonFromProto(p.finish_reason());
   if (p.error_code() != 0) e.error = absl::Status(absl::StatusCode(p.error_code()), p.error_message());
   if (e.finish == EngineFinish::kError && e.error.ok()) e.error = absl::InternalError("the engine failed the request");
   e.prompt_tokens = p.prompt_tokens();

@@ -10,6 +10,11 @@
 
 namespace facet {
 
+// One mapping between the engine's finish reasons and the public enum, for
+// every front (gRPC service, engine link).
+v1::FinishReason FinishReasonToProto(EngineFinish finish);
+EngineFinish FinishReasonFromProto(v1::FinishReason finish);
+
 // deadline becomes a relative deadline_ms (the machines' clocks may differ).
 internal::Submit ToSubmitProto(const EngineRequest& request, const std::string& model);
 EngineRequest FromSubmitProto(const internal::Submit& submit);

@@ -55,6 +55,17 @@ float NoiseBound(uint64_t k) {
 // float expression wherever a mass is summed, so sums agree.
 float Weight(float logit, float m, float temperature) { return std::exp((logit - m) / temperature); }
 
+// Sets every entry's weight and returns their sum: the softmax mass top-p
+// needs over a pool that top-k has already cut.
+double WeighPool(std::vector<SampleEntry>& pool, float m, float temperature) {
+  double z = 0;
+  for (SampleEntry& e : pool) {
+    e.weight = Weight(e.value, m, temperature);
+    z += e.weight;
+  }
+  return z;
+}
+
 // Strict total order "better first": larger value, then lower id.
 bool Better(const SampleEntry& a, const SampleEntry& b) {
   return a.value > b.value || (a.value == b.value && a.id < b.id);
@@ -329,10 +340,7 @@ int32_t Sampler::Sample(const float* logits, int64_t vocab, std::span<const int3
       z = CollectTopPCandidates(x, vocab, m, t, p.top_p, &pool_);
       use_pool = true;
     } else {
-      for (SampleEntry& e : pool_) {
-        e.weight = Weight(e.value, m, t);
-        z += e.weight;
-      }
+      z = WeighPool(pool_, m, t);
     }
     pool_.resize(TopPPrefix(pool_, double(p.top_p) * z));
   }
@@ -473,10 +481,7 @@ absl::StatusOr<int32_t> Sampler::SampleSharded(parallel::Communicator& comm, con
       ASSIGN_OR_RETURN(pool_, GatherEntries(comm, local));
       use_pool = true;
     } else {
-      for (SampleEntry& e : pool_) {
-        e.weight = Weight(e.value, m, t);
-        z += e.weight;
-      }
+      z = WeighPool(pool_, m, t);
     }
     pool_.resize(TopPPrefix(pool_, double(p.top_p) * z));
   }

@@ -103,6 +103,10 @@ struct QkvRopeParams {
 // (counted in *bad_slots when non-null, the write skipped).
 absl::Status QkNormRopeKv(const QkvRopeParams& p, int32_t* bad_slots, cudaStream_t stream);
 
+// The checks every QkvRopeParams consumer shares (positive sizes, non-null
+// buffers), errors naming `op`; kernels add their own head-dim limits.
+absl::Status CheckQkvRopeParams(const char* op, const QkvRopeParams& p);
+
 // --- sampling (sample.cu) ---
 
 // One request's sampling parameters, as worker/sampler.h (no repetition

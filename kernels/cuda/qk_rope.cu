@@ -94,17 +94,11 @@ __global__ void QkNormRopeKvKernel(QkvRopeParams p, int32_t* bad_slots) {
 
 }  // namespace
 
-absl::Status QkNormRopeKv(const QkvRopeParams& p, int32_t* bad_slots, cudaStream_t stream) {
-  constexpr const char* op = "QkNormRopeKv";
+absl::Status CheckQkvRopeParams(const char* op, const QkvRopeParams& p) {
   RETURN_IF_ERROR(CheckPositive(op, "tokens", p.tokens));
   RETURN_IF_ERROR(CheckPositive(op, "num_heads", p.num_heads));
   RETURN_IF_ERROR(CheckPositive(op, "num_kv_heads", p.num_kv_heads));
   RETURN_IF_ERROR(CheckPositive(op, "num_slots", p.num_slots));
-  if (p.num_heads % p.num_kv_heads != 0) {
-    return absl::InvalidArgumentError(absl::StrCat(op, ": num_heads ", p.num_heads,
-                                                   " is not a multiple of num_kv_heads ",
-                                                   p.num_kv_heads));
-  }
   for (auto [name, ptr] : {std::pair<const char*, const void*>{"qkv", p.qkv},
                            {"positions", p.positions},
                            {"inv_freq", p.inv_freq},
@@ -113,6 +107,17 @@ absl::Status QkNormRopeKv(const QkvRopeParams& p, int32_t* bad_slots, cudaStream
                            {"k_cache", p.k_cache},
                            {"v_cache", p.v_cache}}) {
     RETURN_IF_ERROR(CheckNonNull(op, name, ptr));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status QkNormRopeKv(const QkvRopeParams& p, int32_t* bad_slots, cudaStream_t stream) {
+  constexpr const char* op = "QkNormRopeKv";
+  RETURN_IF_ERROR(CheckQkvRopeParams(op, p));
+  if (p.num_heads % p.num_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(op, ": num_heads ", p.num_heads,
+                                                   " is not a multiple of num_kv_heads ",
+                                                   p.num_kv_heads));
   }
   const int64_t items = p.tokens * (p.num_heads + 2 * p.num_kv_heads);
   const unsigned blocks = unsigned(CeilDiv(items, kWarpsPerBlock));

@@ -194,22 +194,10 @@ __global__ void GatherRowsKernel(const bf16* src, int64_t dim, const int32_t* ro
 
 absl::Status RefQkNormRopeKv(const QkvRopeParams& p, int32_t* bad_slots, cudaStream_t stream) {
   constexpr const char* op = "RefQkNormRopeKv";
-  RETURN_IF_ERROR(CheckPositive(op, "tokens", p.tokens));
-  RETURN_IF_ERROR(CheckPositive(op, "num_heads", p.num_heads));
-  RETURN_IF_ERROR(CheckPositive(op, "num_kv_heads", p.num_kv_heads));
-  RETURN_IF_ERROR(CheckPositive(op, "num_slots", p.num_slots));
+  RETURN_IF_ERROR(CheckQkvRopeParams(op, p));
   if (p.head_dim <= 0 || p.head_dim % 2 != 0 || p.head_dim > kMaxDim) {
     return absl::InvalidArgumentError(
         absl::StrCat(op, ": head_dim ", p.head_dim, " must be even and at most ", kMaxDim));
-  }
-  for (auto [name, ptr] : {std::pair<const char*, const void*>{"qkv", p.qkv},
-                           {"positions", p.positions},
-                           {"inv_freq", p.inv_freq},
-                           {"slot_mapping", p.slot_mapping},
-                           {"q_out", p.q_out},
-                           {"k_cache", p.k_cache},
-                           {"v_cache", p.v_cache}}) {
-    RETURN_IF_ERROR(CheckNonNull(op, name, ptr));
   }
   const int64_t blocks = p.tokens * (p.num_heads + 2 * p.num_kv_heads);
   RefQkNormRopeKvKernel<<<unsigned(blocks), kThreads, 0, stream>>>(p, bad_slots);
