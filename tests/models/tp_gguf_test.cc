@@ -18,20 +18,12 @@
 #include "core/thread_pool.h"
 #include "models/model.h"
 #include "parallel/communicator.h"
+#include "tests/parallel/test_world.h"
 
 namespace facet {
 namespace {
 
 constexpr float kRelTol = 1e-4f;
-
-parallel::Communicator& World() {
-  static std::unique_ptr<parallel::Communicator> world = [] {
-    auto w = parallel::CreateWorldCommunicator();
-    if (!w.ok()) std::abort();
-    return std::move(w).value();
-  }();
-  return *world;
-}
 
 std::string DemoPath() {
   const char* home = std::getenv("HOME");
@@ -45,7 +37,7 @@ bool HaveDemo() {
 
 TEST(TpGguf, QuantizedShardsStayQuantized) {
   if (!HaveDemo()) GTEST_SKIP() << "demo model not cached";
-  parallel::Communicator& w = World();
+  parallel::Communicator& w = parallel::TestWorld();
   ThreadPool pool(1);
   Model::LoadOptions opt;
   opt.tp = &w;
@@ -67,7 +59,7 @@ TEST(TpGguf, QuantizedShardsStayQuantized) {
 
 TEST(TpGguf, DequantizedMatchesSingleRank) {
   if (!HaveDemo()) GTEST_SKIP() << "demo model not cached";
-  parallel::Communicator& w = World();
+  parallel::Communicator& w = parallel::TestWorld();
   ThreadPool pool(1);
   Model::LoadOptions ref_opt, opt;
   ref_opt.dequantize = opt.dequantize = true;

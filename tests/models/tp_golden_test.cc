@@ -25,21 +25,13 @@
 #include "core/thread_pool.h"
 #include "models/model.h"
 #include "parallel/communicator.h"
+#include "tests/parallel/test_world.h"
 #include "worker/sampler.h"
 
 namespace facet {
 namespace {
 
 constexpr float kRelTol = 1e-4f;
-
-parallel::Communicator& World() {
-  static std::unique_ptr<parallel::Communicator> world = [] {
-    auto w = parallel::CreateWorldCommunicator();
-    if (!w.ok()) std::abort();
-    return std::move(w).value();
-  }();
-  return *world;
-}
 
 std::string GoldenDir(const std::string& name) {
   return std::string(FACET_SOURCE_DIR) + "/tests/data/golden/" + name;
@@ -71,7 +63,7 @@ class TpGoldenTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(TpGoldenTest, MatchesSingleRank) {
   const Case& cs = GetParam();
-  parallel::Communicator& world = World();
+  parallel::Communicator& world = parallel::TestWorld();
   const int n = world.size();
   ThreadPool pool(1);
   auto ref = Model::Load(GoldenDir(cs.model), &pool);
@@ -151,7 +143,7 @@ INSTANTIATE_TEST_SUITE_P(
 // its vocab_shard() and SampleSharded draws the token Sample() draws from
 // the single-rank model's full row (greedy, temperature, top-k, top-p).
 TEST(TpGoldenShard, ShardedLogitsSampleLikeSingleRank) {
-  parallel::Communicator& world = World();
+  parallel::Communicator& world = parallel::TestWorld();
   ThreadPool pool(1);
   auto ref = Model::Load(GoldenDir("gemma4"), &pool);
   Model::LoadOptions opt;
@@ -190,7 +182,7 @@ TEST(TpGoldenShard, ShardedLogitsSampleLikeSingleRank) {
 // Gemma 4's global layer has one KV head: with tp ≥ 2 it is replicated on
 // every rank, and with tp = 4 > 2 query heads the query heads are too.
 TEST(TpGoldenShard, Gemma4GlobalKvHeadsReplicated) {
-  parallel::Communicator& world = World();
+  parallel::Communicator& world = parallel::TestWorld();
   if (world.size() < 2) GTEST_SKIP() << "needs tp >= 2";
   ThreadPool pool(1);
   Model::LoadOptions opt;
@@ -211,7 +203,7 @@ TEST(TpGoldenShard, Gemma4GlobalKvHeadsReplicated) {
 }
 
 TEST(TpGoldenShard, IndivisibleShardsAreErrors) {
-  parallel::Communicator& world = World();
+  parallel::Communicator& world = parallel::TestWorld();
   if (world.size() < 2) GTEST_SKIP() << "needs tp >= 2";
   ModelConfig cfg;
   auto c = LoadModelConfig(GoldenDir("gemma3"));

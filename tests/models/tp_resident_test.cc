@@ -37,18 +37,10 @@
 #include "models/model.h"
 #include "models/safetensors.h"
 #include "parallel/communicator.h"
+#include "tests/parallel/test_world.h"
 
 namespace facet {
 namespace {
-
-parallel::Communicator& World() {
-  static std::unique_ptr<parallel::Communicator> world = [] {
-    auto w = parallel::CreateWorldCommunicator();
-    if (!w.ok()) std::abort();
-    return std::move(w).value();
-  }();
-  return *world;
-}
 
 constexpr int kHidden = 512, kInter = 4096, kHeads = 8, kKv = 4, kHeadDim = 64, kVocab = 32768;
 constexpr int kLayers = 2;
@@ -147,7 +139,7 @@ struct Held {
 // Loads, drops the mapping's pages, then rank by rank: empties the page
 // cache of the file, runs one forward without readahead, measures.
 Held Measure(const std::string& dir, parallel::Communicator* tp) {
-  parallel::Communicator& world = World();
+  parallel::Communicator& world = parallel::TestWorld();
   Held h;
   ThreadPool pool(1);
   Model::LoadOptions opt;
@@ -188,7 +180,7 @@ Held Measure(const std::string& dir, parallel::Communicator* tp) {
 }
 
 TEST(TpResident, EachRankHoldsItsShard) {
-  parallel::Communicator& world = World();
+  parallel::Communicator& world = parallel::TestWorld();
   const int tp = world.size();
   const std::string dir = "/tmp/facet_tp_resident_" + std::to_string(getppid());
   if (world.rank() == 0) WriteCheckpoint(dir);

@@ -12,27 +12,16 @@
 #include "gtest/gtest.h"
 #include "parallel/communicator.h"
 #include "parallel/mpi_communicator.h"
+#include "tests/parallel/test_world.h"
 
 namespace facet::parallel {
 namespace {
-
-Communicator& World() {
-  static std::unique_ptr<Communicator> world = [] {
-    auto w = CreateWorldCommunicator();
-    if (!w.ok()) {
-      fprintf(stderr, "%s\n", std::string(w.status().message()).c_str());
-      std::abort();
-    }
-    return std::move(w).value();
-  }();
-  return *world;
-}
 
 // A value every rank can compute for any (rank, index).
 float Val(int r, size_t i) { return float(r * 1000 + int(i % 97)) * 0.25f - 3.0f; }
 
 TEST(MpiCommunicator, WorldMatchesLauncher) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   EXPECT_EQ(w.backend(), "mpi");
   EXPECT_EQ(w.size(), LaunchedWorldSize());
   EXPECT_GE(w.rank(), 0);
@@ -41,7 +30,7 @@ TEST(MpiCommunicator, WorldMatchesLauncher) {
 }
 
 TEST(MpiCommunicator, AllReduceF32SumMaxMin) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   const int n = w.size(), r = w.rank();
   const size_t count = 1001;  // odd, not a multiple of anything
   for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kMax, ReduceOp::kMin}) {
@@ -62,7 +51,7 @@ TEST(MpiCommunicator, AllReduceF32SumMaxMin) {
 }
 
 TEST(MpiCommunicator, AllReduceInPlaceIntsAndBf16) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   const int n = w.size(), r = w.rank();
   std::vector<int32_t> a(17);
   std::vector<int64_t> b(9);
@@ -84,7 +73,7 @@ TEST(MpiCommunicator, AllReduceInPlaceIntsAndBf16) {
 }
 
 TEST(MpiCommunicator, AllGatherOutOfPlaceAndInPlace) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   const int n = w.size(), r = w.rank();
   const size_t count = 37;
   std::vector<float> send(count), recv(count * n);  // [count], [n, count]
@@ -101,7 +90,7 @@ TEST(MpiCommunicator, AllGatherOutOfPlaceAndInPlace) {
 }
 
 TEST(MpiCommunicator, ReduceScatter) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   const int n = w.size(), r = w.rank();
   const size_t count = 11;
   std::vector<float> send(count * n), recv(count);  // [n, count], [count]
@@ -115,7 +104,7 @@ TEST(MpiCommunicator, ReduceScatter) {
 }
 
 TEST(MpiCommunicator, BroadcastFromEveryRoot) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   for (int root = 0; root < w.size(); ++root) {
     std::vector<uint8_t> buf(100, uint8_t(w.rank()));
     if (w.rank() == root)
@@ -126,7 +115,7 @@ TEST(MpiCommunicator, BroadcastFromEveryRoot) {
 }
 
 TEST(MpiCommunicator, AllToAllVWithExchangedCounts) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   const int n = w.size(), r = w.rank();
   // Rank r sends (r + j) % 3 + j elements to rank j; element k of that block
   // is r * 10000 + j * 100 + k.
@@ -148,7 +137,7 @@ TEST(MpiCommunicator, AllToAllVWithExchangedCounts) {
 }
 
 TEST(MpiCommunicator, SplitAndProcessGroups) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   const int n = w.size(), r = w.rank();
   auto half = w.Split(r % 2, r);
   ASSERT_TRUE(half.ok()) << half.status();
@@ -173,7 +162,7 @@ TEST(MpiCommunicator, SplitAndProcessGroups) {
 }
 
 TEST(MpiCommunicator, MismatchedCountsAreAnErrorOnEveryRank) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   if (w.size() < 2) GTEST_SKIP() << "needs two ranks";
   const int r = w.rank();
   std::vector<float> buf(8, 1.f);
@@ -201,7 +190,7 @@ TEST(MpiCommunicator, MismatchedCountsAreAnErrorOnEveryRank) {
 }
 
 TEST(MpiCommunicator, LocalArgumentErrors) {
-  Communicator& w = World();
+  Communicator& w = TestWorld();
   std::vector<uint8_t> b(4);
   EXPECT_EQ(w.AllReduce(b.data(), b.data(), 4, DType::kBytes, ReduceOp::kSum).code(),
             absl::StatusCode::kInvalidArgument);
@@ -220,7 +209,7 @@ TEST(MpiCommunicator, LocalArgumentErrors) {
 // step's [1, H] f32 with H = 2816) with and without the count agreement, so
 // the validation overhead is a measured number.
 TEST(MpiCommunicator, SmallAllReduceLatency) {
-  auto* w = dynamic_cast<MpiCommunicator*>(&World());
+  auto* w = dynamic_cast<MpiCommunicator*>(&TestWorld());
   ASSERT_NE(w, nullptr);
   std::vector<float> buf(2816, 1.0f);
   for (bool validate : {true, false}) {

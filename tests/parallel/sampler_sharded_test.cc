@@ -8,19 +8,11 @@
 
 #include "gtest/gtest.h"
 #include "parallel/communicator.h"
+#include "tests/parallel/test_world.h"
 #include "worker/sampler.h"
 
 namespace facet {
 namespace {
-
-parallel::Communicator& World() {
-  static std::unique_ptr<parallel::Communicator> world = [] {
-    auto w = parallel::CreateWorldCommunicator();
-    if (!w.ok()) std::abort();
-    return std::move(w).value();
-  }();
-  return *world;
-}
 
 constexpr int64_t kVocab = 1000;  // divides by 1, 2, 4
 
@@ -51,7 +43,7 @@ SamplingParams Params(float t, int k, float top_p, float min_p, float rep) {
 }
 
 TEST(SampleSharded, EqualsSingleRankForEveryFilter) {
-  parallel::Communicator& w = World();
+  parallel::Communicator& w = parallel::TestWorld();
   auto vocab = parallel::EvenShard(kVocab, w.size(), w.rank(), "test vocab");
   ASSERT_TRUE(vocab.ok());
   const std::vector<SamplingParams> cases = {
@@ -90,7 +82,7 @@ TEST(SampleSharded, EqualsSingleRankForEveryFilter) {
 TEST(SampleSharded, BadSliceIsAnError) {
   Sampler s(Params(1, 0, 1, 0, 1));
   std::vector<float> x(10);
-  parallel::Communicator& w = World();
+  parallel::Communicator& w = parallel::TestWorld();
   // Checked before any collective, so every rank fails alike.
   EXPECT_EQ(s.SampleSharded(w, x.data(), parallel::Range{5, 10}, 10, {}, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
