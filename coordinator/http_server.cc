@@ -227,6 +227,9 @@ void HttpFront::Impl::Observe(Completion& c, size_t i, const TokenEvent& e) {
   if (i == 0 && !e.ids.empty()) {
     if (c.last_token[0] == Clock::time_point{}) {
       ttft->Observe(model, Seconds(now - c.start));
+      // Tokens merged into the first event arrived with it: zero gaps, so
+      // every request counts completion_tokens - 1 inter-token latencies.
+      for (size_t k = 1; k < e.ids.size(); ++k) itl->Observe(model, 0.0);
     } else {
       // Tokens that arrive merged in one event share its gap evenly.
       const double gap = Seconds(now - c.last_token[0]) / double(e.ids.size());
