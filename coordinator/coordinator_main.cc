@@ -1,9 +1,12 @@
 // facet-coordinator: the cluster's front door (DESIGN.md §1). Serves
 // facet.v1.Facet to clients and EngineLink to engine group leaders: plans
 // each launching job's shards, routes requests across the registered groups
-// (least loaded) and moves a dead group's requests to a live one.
+// (least loaded) and moves a dead group's requests to a live one. With
+// --http-port it also serves the OpenAI-compatible HTTP API and Prometheus
+// /metrics (coordinator/http_server.h) over the same replicas.
 //
-//   facet-coordinator --model tests/data/golden/gemma3 --tokenizer T.json --port 50051 --link-port 50052
+//   facet-coordinator --model tests/data/golden/gemma3 --tokenizer T.json --port 50051 --link-port 50052 \
+//       --http-port 8000
 //   mpirun -np 2 facet-worker --coordinator 127.0.0.1:50052     # once per replica job
 #include <signal.h>
 
@@ -14,6 +17,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "coordinator/engine_link.h"
+#include "coordinator/http_server.h"
 #include "coordinator/replica_set.h"
 #include "coordinator/server.h"
 #include "models/tokenizer.h"
@@ -28,6 +32,9 @@ struct CoordinatorOptions {
   std::string host = "127.0.0.1";
   int port = 50051;
   int link_port = 50052;
+  int http_port = -1;  // -1: no HTTP front; 0: any free port
+  int http_threads = 256;
+  int64_t max_body_mb = 8;
   std::string link_host = "0.0.0.0";
   int tp = 0, ep = 0;
   int64_t context = 0;
@@ -101,9 +108,10 @@ int Run(const CoordinatorOptions& opt) {
     return 1;
   }
 
+  const ModelInfo info = ModelInfoFromConfig(name, *cfg, opt.context);
+  const ServedModel served{info, replicas, tokenizer};
   ModelRegistry registry;
-  ModelInfo info = ModelInfoFromConfig(name, *cfg, opt.context);
-  if (absl::Status st = registry.Add(ServedModel{info, replicas, tokenizer}); !st.ok()) {
+  if (absl::Status st = registry.Add(served); !st.ok()) {
     std::cerr << "facet-coordinator: " << st << "\n";
     return 1;
   }
@@ -116,15 +124,44 @@ int Run(const CoordinatorOptions& opt) {
     std::cerr << "facet-coordinator: " << server.status() << "\n";
     return 1;
   }
+  // The HTTP front: the same ReplicaSet behind its own registry, so routing,
+  // failover and health are shared with the gRPC clients.
+  std::unique_ptr<HttpFront> http;
+  if (opt.http_port >= 0) {
+    auto http_registry = std::make_shared<ModelRegistry>();
+    HttpOptions ho;
+    ho.host = opt.host;
+    ho.port = opt.http_port;
+    ho.defaults = so.service.defaults;
+    ho.threads = opt.http_threads;
+    ho.max_body_bytes = size_t(opt.max_body_mb) << 20;
+    absl::Status added = http_registry->Add(served);
+    auto front = added.ok() ? HttpFront::Start(ho, http_registry)
+                            : absl::StatusOr<std::unique_ptr<HttpFront>>(added);
+    if (!front.ok()) {
+      std::cerr << "facet-coordinator: HTTP front: " << front.status() << "\n";
+      (*server)->Shutdown(std::chrono::milliseconds(0));
+      (*server)->Wait();
+      replicas->Shutdown(/*drain=*/false);
+      link_server->Shutdown(std::chrono::system_clock::now());
+      return 1;
+    }
+    http = *std::move(front);
+  }
   std::cerr << "facet-coordinator: model \"" << name << "\"; clients on " << (*server)->address()
+            << (http ? ", HTTP (OpenAI API, /metrics) on http://" + http->address() : std::string())
             << ", engine links on port " << link_port << std::endl;
 
   int sig = 0;
   sigwait(&signals, &sig);
   std::cerr << "facet-coordinator: " << (sig == SIGINT ? "SIGINT" : "SIGTERM") << ", draining\n";
   const auto grace = std::chrono::milliseconds(int64_t(opt.grace_s * 1000));
+  std::thread http_down([&] {
+    if (http) http->Shutdown(grace);
+  });
   (*server)->Shutdown(grace);
   (*server)->Wait();
+  http_down.join();
   replicas->ShutdownReplicas(/*drain=*/true);
   replicas->Shutdown(/*drain=*/false);
   link_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -142,6 +179,12 @@ int main(int argc, char** argv) {
   app.add_option("--tokenizer", opt.tokenizer, "tokenizer.json (text requests, streamed text)");
   app.add_option("--host", opt.host, "client address to bind")->capture_default_str();
   app.add_option("--port", opt.port, "client port (facet.v1.Facet)")->capture_default_str();
+  app.add_option("--http-port", opt.http_port,
+                 "also serve the OpenAI-compatible HTTP API and /metrics on this port (0 = any free port)");
+  app.add_option("--http-threads", opt.http_threads, "HTTP connections served at once (each stream holds one)")
+      ->capture_default_str();
+  app.add_option("--max-body-mb", opt.max_body_mb, "largest HTTP request body (MiB); larger: 413")
+      ->capture_default_str();
   app.add_option("--link-host", opt.link_host, "engine link address to bind")->capture_default_str();
   app.add_option("--link-port", opt.link_port, "engine link port (EngineLink)")->capture_default_str();
   app.add_option("--tp", opt.tp, "tensor-parallel size (default: the planner's choice)");

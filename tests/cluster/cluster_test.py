@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """End to end: facet-coordinator + two `mpirun -np 2 facet-worker` replica jobs
-+ concurrent gRPC clients on the golden Gemma 3 model, greedy. One replica's
++ concurrent gRPC clients on the golden Gemma 3 model, greedy; the
+coordinator's OpenAI-compatible HTTP front (--http-port) answers the same. One replica's
 rank is SIGKILLed mid-generation; every stream must still complete with the
 same tokens as an undisturbed run (DESIGN.md §6). Cleans up every process.
 
@@ -8,6 +9,7 @@ usage: cluster_test.py BUILD_DIR SOURCE_DIR SHARED_DIR [--tp N]
 """
 import argparse
 import importlib
+import json
 import os
 import re
 import signal
@@ -17,6 +19,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 import grpc
 
@@ -157,7 +160,7 @@ class Stream(threading.Thread):
     def __init__(self, stub, pb, prompt, max_tokens):
         super().__init__(daemon=True)
         self.stub, self.pb, self.prompt, self.max_tokens = stub, pb, prompt, max_tokens
-        self.ids, self.finish, self.error, self.request_id = [], None, None, None
+        self.ids, self.finish, self.error, self.request_id, self.text = [], None, None, None, ""
 
     def run(self):
         req = self.pb.GenerateRequest(prompt_token_ids=self.prompt,
@@ -167,10 +170,27 @@ class Stream(threading.Thread):
             for chunk in self.stub.Generate(req, timeout=300):
                 self.request_id = chunk.request_id
                 self.ids.extend(chunk.token_ids)
+                self.text += chunk.text
                 if chunk.finish_reason:
                     self.finish = chunk.finish_reason
         except grpc.RpcError as e:
             self.error = f"{e.code()}: {e.details()}"
+
+
+def http(port, path, body=None):
+    """(status, parsed JSON or text) of a request to the coordinator's HTTP front."""
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method="POST" if body is not None else "GET",
+                                 data=json.dumps(body).encode() if body is not None else None,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            status, raw = r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        status, raw = e.code, e.read().decode()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
 
 
 def run_streams(stub, pb, prompts, on_started=None):
@@ -186,8 +206,9 @@ def run_streams(stub, pb, prompts, on_started=None):
 
 try:
     pb, pb_grpc = load_stubs()
-    port, link = free_port(), free_port()
+    port, link, http_port = free_port(), free_port(), free_port()
     coord = start("coordinator", [COORD, "--model", MODEL, "--tokenizer", TOKENIZER, "--port", str(port),
+                                  "--http-port", str(http_port),
                                   "--link-port", str(link), "--link-host", "127.0.0.1", "--tp", str(args.tp),
                                   "--kv-cache-mb", "16", "--step-timeout-ms", "3000", "--link-timeout-ms", "4000",
                                   "--failover-wait", "60"])
@@ -214,6 +235,25 @@ try:
     g.run()
     check("golden greedy ids through the cluster", g.ids == golden["greedy_ids"] and g.error is None,
           f"{g.ids} vs {golden['greedy_ids']} ({g.error})")
+
+    # The same request through the coordinator's OpenAI-compatible HTTP front.
+    status, models = http(http_port, "/v1/models")
+    check("HTTP /v1/models lists the served model", status == 200 and models["data"][0]["id"] == "gemma3",
+          (status, models))
+    status, reply = http(http_port, "/v1/completions", {"model": "gemma3", "prompt": golden["input_ids"],
+                                                        "max_tokens": len(golden["greedy_ids"]), "temperature": 0})
+    check("HTTP completion through the cluster equals the gRPC stream",
+          status == 200 and reply["choices"][0]["text"] == g.text
+          and reply["usage"]["completion_tokens"] == len(golden["greedy_ids"]), (status, reply, g.text))
+    status, health = http(http_port, "/health")
+    check("HTTP /health is 200 with live groups", status == 200, (status, health))
+    status, metrics = http(http_port, "/metrics")
+    m = re.search(r'^facet_generation_tokens_total\{model="gemma3"\} (\S+)$', metrics if status == 200 else "",
+                  re.M)
+    check("HTTP /metrics counts the cluster's generated tokens",
+          m is not None and float(m.group(1)) >= len(golden["greedy_ids"]), metrics if m is None else m.group(0))
+    status, bad = http(http_port, "/v1/completions", {"model": "nope", "prompt": [2, 3]})
+    check("HTTP unknown model is a 404 with an OpenAI error", status == 404 and "error" in bad, (status, bad))
 
     prompts = [[2] + [3 + (i * 37 + k * 11) % 500 for k in range(6 + 3 * i)] for i in range(args.streams)]
     t0 = time.time()
@@ -322,6 +362,10 @@ try:
     after.run()
     check("new requests go to the live replica", after.error is None and after.ids == calm[0].ids[:20],
           after.error)
+    status, reply = http(http_port, "/v1/completions", {"model": "gemma3", "prompt": prompts[0], "max_tokens": 20,
+                                                        "temperature": 0})
+    check("HTTP requests go to the live replica after the failures",
+          status == 200 and reply["choices"][0]["text"] == after.text, (status, reply, after.text))
 
     # Clean shutdown: SIGTERM drains the coordinator, which drains the leaders.
     coord.send_signal(signal.SIGTERM)
