@@ -4,11 +4,15 @@ slurm-wlm 22.05) in a scratch folder, submits scripts/slurm/facet-batch.sbatch
 with 2 tasks on CPU and the golden Gemma 3 model, checks the output, then
 kills a second job midway (SIGKILL: no chance to flush) and resubmits it: the
 result must hold every custom_id exactly once and equal the uninterrupted run.
+Then scripts/slurm/facet-serve.sbatch: facet-coordinator in the batch step and
+2 facet-worker ranks via srun --mpi=pmix form one TP=2 engine group that
+answers gRPC and HTTP with the golden greedy ids; scancel drains it.
 
 Usage: slurm_batch_test.py FACET_BINARY SOURCE_DIR
 Fails (never skips) when Slurm cannot start. Every daemon and job it started
 is stopped on exit, also when a check fails or the test is interrupted.
 """
+import json
 import os
 import re
 import shutil
@@ -18,12 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 FACET, SRC = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
 sys.path.insert(0, os.path.join(SRC, "tests/cli"))
 import batch_common as bc  # noqa: E402
 
 SBATCH = os.path.join(SRC, "scripts/slurm/facet-batch.sbatch")
+SERVE_SBATCH = os.path.join(SRC, "scripts/slurm/facet-serve.sbatch")
+BUILD = os.path.dirname(os.path.dirname(FACET))  # FACET is BUILD/cli/facet
 MODEL = os.path.join(SRC, "tests/data/golden/gemma3")
 passed = failed = 0
 
@@ -193,6 +200,57 @@ PartitionName=debug Nodes=facetnode Default=YES MaxTime=INFINITE State=UP
             time.sleep(0.5)
 
 
+def serve_serving(slurm, work, golden):
+    port, http_port, link = free_port(), free_port(), free_port()
+    env = {"FACET_COORDINATOR": os.path.join(BUILD, "coordinator/facet-coordinator"),
+           "FACET_WORKER": os.path.join(BUILD, "worker/facet-worker"),
+           "FACET_PORT": str(port), "FACET_HTTP_PORT": str(http_port), "FACET_LINK_PORT": str(link),
+           "FACET_COORD_HOST": "127.0.0.1", "FACET_BIND": "127.0.0.1"}
+    os.environ.update(env)
+    slurm.env.update(env)
+    log_path = os.path.join(work, "serve.log")
+    job = slurm.submit("-n", "2", "-o", log_path, SERVE_SBATCH, MODEL, "--tp", "2", "--kv-cache-mb", "16")
+
+    def log():
+        try:
+            with open(log_path) as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    end = time.time() + 180
+    while time.time() < end and "registered (" not in log() and slurm.state(job) in (
+            "PENDING", "CONFIGURING", "RUNNING"):
+        time.sleep(0.5)
+    check("serve job: the srun-launched ranks register one TP=2 engine group",
+          "registered (" in log() and "plan: tp 2" in log(), f"{slurm.state(job)}\n{log()}")
+    g = golden[0]
+    r = subprocess.run([FACET, "client", "--addr", f"127.0.0.1:{port}", "--prompt-ids",
+                        ",".join(map(str, g["input_ids"])), "--max-tokens", str(len(g["greedy_ids"])),
+                        "--temperature", "0", "--json"], capture_output=True, text=True, timeout=120)
+    try:
+        ids = json.loads(r.stdout.strip().splitlines()[-1])["ids"]
+    except (ValueError, IndexError, KeyError):
+        ids = None
+    check("serve job: gRPC greedy ids equal the golden ones (TP=2 over srun)", ids == g["greedy_ids"],
+          f"{ids} vs {g['greedy_ids']}; rc {r.returncode} {r.stderr[-1500:]}\n{log()}")
+    body = json.dumps({"prompt": g["input_ids"], "max_tokens": len(g["greedy_ids"]), "temperature": 0}).encode()
+    try:
+        req = urllib.request.Request(f"http://127.0.0.1:{http_port}/v1/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            reply = json.loads(resp.read())
+        usage = reply["usage"]["completion_tokens"]
+    except Exception as e:  # noqa: BLE001 - reported as a failure
+        usage, reply = None, e
+    check("serve job: the HTTP front answers through the same group", usage == len(g["greedy_ids"]), reply)
+    r = slurm.run("scancel", job)
+    state = slurm.wait_job(job, 120)
+    text = log()
+    check("serve job: scancel drains the coordinator and the group",
+          r.returncode == 0 and state in ("CANCELLED", "COMPLETED") and "draining" in text, f"{state}\n{text}")
+
+
 def main():
     for tool in ("munged", "mungekey", "slurmctld", "slurmd", "sbatch"):
         if not shutil.which(tool):
@@ -252,6 +310,9 @@ def main():
         problems = bc.compare_runs(lines, res, bc.read_results(out))
         check("killed + resumed == uninterrupted, every custom_id exactly once", not problems, problems)
         check("job 3 part files merged", not [f for f in os.listdir(work) if ".part-" in f], os.listdir(work))
+
+        # 3. Serving: facet-serve.sbatch, coordinator + an srun-launched TP=2 group.
+        serve_serving(slurm, work, golden)
     except Exception as e:  # noqa: BLE001 - reported as a failure, never a skip
         check("slurm test ran", False, f"{type(e).__name__}: {e}")
     finally:
