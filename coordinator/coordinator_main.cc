@@ -8,10 +8,14 @@
 //   facet-coordinator --model tests/data/golden/gemma3 --tokenizer T.json --port 50051 --link-port 50052 \
 //       --http-port 8000
 //   mpirun -np 2 facet-worker --coordinator 127.0.0.1:50052     # once per replica job
+//
+// Several models: repeat --model (and --name / --tokenizer); each has its own
+// replicas, and a worker job says which it serves with facet-worker --model NAME.
 #include <signal.h>
 
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
@@ -26,9 +30,9 @@ namespace facet {
 namespace {
 
 struct CoordinatorOptions {
-  std::string model;
-  std::string name;
-  std::string tokenizer;
+  std::vector<std::string> models;      // one per served model
+  std::vector<std::string> names;       // none, or one per model
+  std::vector<std::string> tokenizers;  // none, one for all, or one per model
   std::string host = "127.0.0.1";
   int port = 50051;
   int link_port = 50052;
@@ -49,6 +53,12 @@ struct CoordinatorOptions {
   double grace_s = 10;
 };
 
+// The served name of a model path: its folder (or file) name.
+std::string DefaultName(std::string path) {
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
+  return path.substr(path.find_last_of('/') + 1);
+}
+
 int Run(const CoordinatorOptions& opt) {
   sigset_t signals;
   sigemptyset(&signals);
@@ -56,47 +66,72 @@ int Run(const CoordinatorOptions& opt) {
   sigaddset(&signals, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
-  auto cfg = LoadModelConfig(opt.model);
-  if (!cfg.ok()) {
-    std::cerr << "facet-coordinator: " << cfg.status() << "\n";
+  const size_t n = opt.models.size();
+  if (!opt.names.empty() && opt.names.size() != n) {
+    std::cerr << "facet-coordinator: give --name once per --model (" << opt.names.size() << " names, " << n
+              << " models)\n";
     return 2;
   }
-  std::shared_ptr<const Tokenizer> tokenizer;
-  if (!opt.tokenizer.empty()) {
-    auto t = Tokenizer::FromJsonFile(opt.tokenizer);
-    if (!t.ok()) {
-      std::cerr << "facet-coordinator: " << t.status() << "\n";
-      return 2;
-    }
-    tokenizer = std::make_shared<Tokenizer>(std::move(*t));
+  if (opt.tokenizers.size() > 1 && opt.tokenizers.size() != n) {
+    std::cerr << "facet-coordinator: give --tokenizer once for all models or once per --model ("
+              << opt.tokenizers.size() << " tokenizers, " << n << " models)\n";
+    return 2;
   }
-  std::string name = opt.name;
-  if (name.empty()) {
-    name = opt.model;
-    while (name.size() > 1 && name.back() == '/') name.pop_back();
-    name = name.substr(name.find_last_of('/') + 1);
-  }
-
   ReplicaSetOptions ro;
   ro.failover_wait = std::chrono::milliseconds(int64_t(opt.failover_wait_s * 1000));
-  auto replicas = std::make_shared<ReplicaSet>(ro);
+  std::vector<ModelLink> links;
+  std::vector<ServedModel> served;
+  for (size_t i = 0; i < n; ++i) {
+    auto cfg = LoadModelConfig(opt.models[i]);
+    if (!cfg.ok()) {
+      std::cerr << "facet-coordinator: " << cfg.status() << "\n";
+      return 2;
+    }
+    const std::string tokenizer_path =
+        opt.tokenizers.empty() ? "" : opt.tokenizers[opt.tokenizers.size() == 1 ? 0 : i];
+    std::shared_ptr<const Tokenizer> tokenizer;
+    if (!tokenizer_path.empty()) {
+      auto t = Tokenizer::FromJsonFile(tokenizer_path);
+      if (!t.ok()) {
+        std::cerr << "facet-coordinator: " << t.status() << "\n";
+        return 2;
+      }
+      tokenizer = std::make_shared<Tokenizer>(std::move(*t));
+    }
+    const std::string name = opt.names.empty() ? DefaultName(opt.models[i]) : opt.names[i];
+    for (const ModelLink& other : links) {
+      if (other.options.model_name == name) {
+        std::cerr << "facet-coordinator: two models are named \"" << name << "\" (use --name)\n";
+        return 2;
+      }
+    }
+    EngineLinkOptions lo;
+    lo.model_name = name;
+    lo.model_path = opt.models[i];
+    lo.tokenizer_path = tokenizer_path;
+    lo.config = *cfg;
+    lo.plan.tp = opt.tp;
+    lo.plan.ep = opt.ep;
+    lo.plan.max_context = opt.context;
+    lo.plan.memory_fraction = opt.memory_fraction;
+    lo.engine.set_kv_cache_bytes(opt.kv_cache_mb << 20);
+    lo.engine.set_max_batch_tokens(opt.max_batch_tokens);
+    lo.engine.set_max_running(opt.max_running);
+    lo.engine.set_max_context(opt.context);
+    lo.step_timeout_ms = opt.step_timeout_ms;
+    lo.link_timeout_ms = opt.link_timeout_ms;
+    auto replicas = std::make_shared<ReplicaSet>(ro);
+    served.push_back(ServedModel{ModelInfoFromConfig(name, *cfg, opt.context), replicas, tokenizer});
+    links.push_back(ModelLink{std::move(lo), std::move(replicas)});
+  }
+  auto shutdown_replicas = [&](bool drain) {
+    for (const ModelLink& m : links) {
+      if (drain) m.replicas->ShutdownReplicas(/*drain=*/true);
+      m.replicas->Shutdown(/*drain=*/false);
+    }
+  };
 
-  EngineLinkOptions lo;
-  lo.model_name = name;
-  lo.model_path = opt.model;
-  lo.tokenizer_path = opt.tokenizer;
-  lo.config = *cfg;
-  lo.plan.tp = opt.tp;
-  lo.plan.ep = opt.ep;
-  lo.plan.max_context = opt.context;
-  lo.plan.memory_fraction = opt.memory_fraction;
-  lo.engine.set_kv_cache_bytes(opt.kv_cache_mb << 20);
-  lo.engine.set_max_batch_tokens(opt.max_batch_tokens);
-  lo.engine.set_max_running(opt.max_running);
-  lo.engine.set_max_context(opt.context);
-  lo.step_timeout_ms = opt.step_timeout_ms;
-  lo.link_timeout_ms = opt.link_timeout_ms;
-  EngineLinkService link(lo, replicas);
+  EngineLinkService link(links);
   grpc::ServerBuilder lb;
   int link_port = 0;
   lb.AddListeningPort(opt.link_host + ":" + std::to_string(opt.link_port), grpc::InsecureServerCredentials(),
@@ -108,12 +143,17 @@ int Run(const CoordinatorOptions& opt) {
     return 1;
   }
 
-  const ModelInfo info = ModelInfoFromConfig(name, *cfg, opt.context);
-  const ServedModel served{info, replicas, tokenizer};
   ModelRegistry registry;
-  if (absl::Status st = registry.Add(served); !st.ok()) {
-    std::cerr << "facet-coordinator: " << st << "\n";
-    return 1;
+  auto http_registry = std::make_shared<ModelRegistry>();
+  std::string names;
+  for (const ServedModel& m : served) {
+    absl::Status st = registry.Add(m);
+    if (st.ok()) st = http_registry->Add(m);
+    if (!st.ok()) {
+      std::cerr << "facet-coordinator: " << st << "\n";
+      return 1;
+    }
+    names += (names.empty() ? "\"" : ", \"") + m.info.name + "\"";
   }
   ServerOptions so;
   so.host = opt.host;
@@ -124,31 +164,28 @@ int Run(const CoordinatorOptions& opt) {
     std::cerr << "facet-coordinator: " << server.status() << "\n";
     return 1;
   }
-  // The HTTP front: the same ReplicaSet behind its own registry, so routing,
+  // The HTTP front: the same ReplicaSets behind its own registry, so routing,
   // failover and health are shared with the gRPC clients.
   std::unique_ptr<HttpFront> http;
   if (opt.http_port >= 0) {
-    auto http_registry = std::make_shared<ModelRegistry>();
     HttpOptions ho;
     ho.host = opt.host;
     ho.port = opt.http_port;
     ho.defaults = so.service.defaults;
     ho.threads = opt.http_threads;
     ho.max_body_bytes = size_t(opt.max_body_mb) << 20;
-    absl::Status added = http_registry->Add(served);
-    auto front = added.ok() ? HttpFront::Start(ho, http_registry)
-                            : absl::StatusOr<std::unique_ptr<HttpFront>>(added);
+    auto front = HttpFront::Start(ho, http_registry);
     if (!front.ok()) {
       std::cerr << "facet-coordinator: HTTP front: " << front.status() << "\n";
       (*server)->Shutdown(std::chrono::milliseconds(0));
       (*server)->Wait();
-      replicas->Shutdown(/*drain=*/false);
+      shutdown_replicas(/*drain=*/false);
       link_server->Shutdown(std::chrono::system_clock::now());
       return 1;
     }
     http = *std::move(front);
   }
-  std::cerr << "facet-coordinator: model \"" << name << "\"; clients on " << (*server)->address()
+  std::cerr << "facet-coordinator: " << (n == 1 ? "model " : "models ") << names << "; clients on " << (*server)->address()
             << (http ? ", HTTP (OpenAI API, /metrics) on http://" + http->address() : std::string())
             << ", engine links on port " << link_port << std::endl;
 
@@ -162,8 +199,7 @@ int Run(const CoordinatorOptions& opt) {
   (*server)->Shutdown(grace);
   (*server)->Wait();
   http_down.join();
-  replicas->ShutdownReplicas(/*drain=*/true);
-  replicas->Shutdown(/*drain=*/false);
+  shutdown_replicas(/*drain=*/true);
   link_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   return 0;
 }
@@ -174,9 +210,13 @@ int Run(const CoordinatorOptions& opt) {
 int main(int argc, char** argv) {
   CLI::App app{"facet-coordinator — public gRPC front door and engine-group router"};
   facet::CoordinatorOptions opt;
-  app.add_option("--model", opt.model, "model directory or config.json (the workers load the weights)")->required();
-  app.add_option("--name", opt.name, "served model name (default: the directory name)");
-  app.add_option("--tokenizer", opt.tokenizer, "tokenizer.json (text requests, streamed text)");
+  app.add_option("--model", opt.models,
+                 "model directory or config.json the workers load (repeat to serve several; workers then pick "
+                 "one with facet-worker --model NAME)")
+      ->required();
+  app.add_option("--name", opt.names, "served model name, once per --model (default: the directory name)");
+  app.add_option("--tokenizer", opt.tokenizers,
+                 "tokenizer.json for text requests: once for all models or once per --model");
   app.add_option("--host", opt.host, "client address to bind")->capture_default_str();
   app.add_option("--port", opt.port, "client port (facet.v1.Facet)")->capture_default_str();
   app.add_option("--http-port", opt.http_port,

@@ -43,14 +43,43 @@ absl::StatusOr<internal::PlanReply> MakePlanReply(const EngineLinkOptions& opt, 
 }
 
 EngineLinkService::EngineLinkService(EngineLinkOptions options, std::shared_ptr<ReplicaSet> replicas)
-    : opt_(std::move(options)), replicas_(std::move(replicas)) {}
+    : EngineLinkService(std::vector<ModelLink>{ModelLink{std::move(options), std::move(replicas)}}) {}
+
+EngineLinkService::EngineLinkService(std::vector<ModelLink> models) : models_(std::move(models)) {
+  FACET_CHECK(!models_.empty()) << "EngineLinkService needs a model";
+  for (size_t i = 0; i < models_.size(); ++i) {
+    FACET_CHECK(models_[i].replicas != nullptr) << "model " << models_[i].options.model_name << " has no ReplicaSet";
+    FACET_CHECK(!models_[i].options.model_name.empty() || models_.size() == 1) << "a served model needs a name";
+    for (size_t j = 0; j < i; ++j) {
+      FACET_CHECK(models_[i].options.model_name != models_[j].options.model_name)
+          << "model " << models_[i].options.model_name << " is served twice";
+    }
+  }
+}
+
+absl::StatusOr<const ModelLink*> EngineLinkService::Find(const std::string& name) const {
+  if (name.empty() && models_.size() == 1) return &models_[0];
+  std::string names;
+  for (const ModelLink& m : models_) {
+    if (m.options.model_name == name) return &m;
+    absl::StrAppend(&names, names.empty() ? "" : ", ", "\"", m.options.model_name, "\"");
+  }
+  if (name.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("this coordinator serves several models (", names,
+                                                   "): start the workers with --model NAME"));
+  }
+  return absl::NotFoundError(absl::StrCat("this coordinator does not serve model \"", name, "\"; it serves ", names));
+}
 
 grpc::Status EngineLinkService::Plan(grpc::ServerContext*, const internal::PlanRequest* request,
                                      internal::PlanReply* reply) {
-  auto r = MakePlanReply(opt_, *request);
+  auto model = Find(request->model());
+  if (!model.ok()) return ToGrpcStatus(model.status());
+  auto r = MakePlanReply((*model)->options, *request);
   if (!r.ok()) return ToGrpcStatus(r.status());
   *reply = *std::move(r);
-  FACET_LOG(INFO) << "job " << request->job_id() << ": " << request->ranks_size() << " ranks\n" << reply->plan_text();
+  FACET_LOG(INFO) << "job " << request->job_id() << ": " << request->ranks_size() << " ranks for model \""
+                  << reply->model() << "\"\n" << reply->plan_text();
   return grpc::Status::OK;
 }
 
@@ -78,19 +107,30 @@ grpc::Status EngineLinkService::Connect(
     stream->Write(ack);
     return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, ack.register_ack().message());
   }
+  // The model the group loaded (the plan named it); none: the only model.
+  auto model = Find(reg.models_size() > 0 ? reg.models(0).name() : std::string());
+  if (!model.ok()) {
+    ack.mutable_register_ack()->set_accepted(false);
+    ack.mutable_register_ack()->set_message(std::string(model.status().message()));
+    stream->Write(ack);
+    return ToGrpcStatus(model.status());
+  }
+  const EngineLinkOptions& opt = (*model)->options;
+  const std::shared_ptr<ReplicaSet>& replicas = (*model)->replicas;
   ack.mutable_register_ack()->set_accepted(true);
-  ack.mutable_register_ack()->set_stats_interval_ms(opt_.stats_interval_ms);
+  ack.mutable_register_ack()->set_stats_interval_ms(opt.stats_interval_ms);
   if (!stream->Write(ack)) return grpc::Status(grpc::StatusCode::CANCELLED, "the leader left");
 
   auto slot = std::make_shared<StreamSlot>();
   slot->stream = stream;
-  auto engine = std::make_shared<RemoteEngine>(reg.group_id(), opt_.model_name,
+  auto engine = std::make_shared<RemoteEngine>(reg.group_id(), opt.model_name,
                                                [slot](const internal::CoordinatorMessage& m) {
                                                  std::lock_guard<std::mutex> l(slot->mu);
                                                  return slot->stream != nullptr && slot->stream->Write(m);
                                                });
-  FACET_LOG(INFO) << "engine group " << reg.group_id() << " registered (" << reg.world_size() << " ranks)";
-  if (absl::Status st = replicas_->AddReplica(reg.group_id(), engine); !st.ok()) return ToGrpcStatus(st);
+  FACET_LOG(INFO) << "engine group " << reg.group_id() << " registered (" << reg.world_size() << " ranks, model \""
+                  << opt.model_name << "\")";
+  if (absl::Status st = replicas->AddReplica(reg.group_id(), engine); !st.ok()) return ToGrpcStatus(st);
 
   // Health watch: the leader sends stats every stats_interval_ms even when
   // idle, so silence means a hung or stopped process (or a partition).
@@ -98,8 +138,8 @@ grpc::Status EngineLinkService::Connect(
   std::condition_variable watch_cv;
   bool reading = true;
   std::thread watch([&] {
-    if (opt_.link_timeout_ms <= 0) return;
-    const auto limit = std::chrono::milliseconds(opt_.link_timeout_ms);
+    if (opt.link_timeout_ms <= 0) return;
+    const auto limit = std::chrono::milliseconds(opt.link_timeout_ms);
     std::unique_lock<std::mutex> l(watch_mu);
     while (reading) {
       watch_cv.wait_for(l, std::min<std::chrono::milliseconds>(limit / 4, std::chrono::milliseconds(500)));
@@ -125,7 +165,7 @@ grpc::Status EngineLinkService::Connect(
   }
   FACET_LOG(WARNING) << "engine group " << reg.group_id() << ": link closed"
                      << (context->IsCancelled() ? " (cancelled)" : "");
-  replicas_->RemoveReplica(reg.group_id());
+  replicas->RemoveReplica(reg.group_id());
   engine->OnLinkDown(absl::UnavailableError("link closed"));
   return grpc::Status::OK;
 }

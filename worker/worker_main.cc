@@ -37,6 +37,7 @@ using namespace std::chrono_literals;
 
 struct WorkerOptions {
   std::string coordinator;
+  std::string model;  // which of the coordinator's models (empty: its only one)
   int threads = 1;
   int connect_timeout_s = 60;
   int step_delay_ms = 0;  // testing: slows every step so a test can act mid-generation
@@ -208,6 +209,7 @@ int Run(const WorkerOptions& opt) {
     gethostname(host, sizeof(host) - 1);
     req.set_job_id(absl::StrCat(host, ":", getpid()));
     req.set_protocol_version(1);
+    req.set_model(opt.model);
     for (const auto& r : *inv) *req.add_ranks() = r;
     auto reply = AskForPlan(opt, req);
     if (reply.ok()) {
@@ -308,6 +310,7 @@ int Run(const WorkerOptions& opt) {
   reg.set_group_id(absl::StrCat(job_id, "/g", group_id));
   reg.set_world_size(group->size());
   reg.set_protocol_version(1);
+  reg.add_models()->set_name(plan.model());
   for (const internal::GroupAssignment& g : plan.groups()) {
     if (g.id() != group_id) continue;
     for (int r : g.ranks()) *reg.add_ranks() = (*inv)[r];
@@ -324,6 +327,7 @@ int main(int argc, char** argv) {
   CLI::App app{"facet-worker — one rank of an engine group, launched by mpirun or srun"};
   facet::WorkerOptions opt;
   app.add_option("--coordinator", opt.coordinator, "coordinator's EngineLink address HOST:PORT")->required();
+  app.add_option("--model", opt.model, "the coordinator's model this job serves (needed when it serves several)");
   app.add_option("--threads", opt.threads, "compute threads per rank")->capture_default_str();
   app.add_option("--connect-timeout", opt.connect_timeout_s, "seconds to wait for the coordinator")
       ->capture_default_str();

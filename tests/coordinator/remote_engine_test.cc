@@ -2,7 +2,8 @@
 // over loopback gRPC with a hand-driven leader stream: registration adds a
 // replica, submits and token events cross the link, a closed stream marks
 // the group down and fails its requests with UNAVAILABLE; Plan answers with
-// the shard plan or says why not.
+// the shard plan or says why not; with several models, jobs and leaders are
+// planned and routed by the model they name.
 #include "coordinator/remote_engine.h"
 
 #include <gtest/gtest.h>
@@ -271,6 +272,133 @@ TEST_F(LinkTest, FirstMessageMustRegister) {
   grpc::Status st = stream->Finish();
   EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_EQ(replicas_->live_replicas(), 0);
+}
+
+// One service, two models: Plan and Register pick the model the job names.
+class MultiModelLinkTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::vector<ModelLink> links;
+    for (const char* name : {"gemma3", "gemma2"}) {
+      auto cfg = LoadModelConfig(std::string(FACET_SOURCE_DIR) + "/tests/data/golden/" + name);
+      ASSERT_TRUE(cfg.ok()) << cfg.status();
+      EngineLinkOptions lo;
+      lo.model_name = name;
+      lo.model_path = std::string("/models/") + name;
+      lo.config = *cfg;
+      lo.stats_interval_ms = 50;
+      lo.link_timeout_ms = 0;
+      links.push_back(ModelLink{lo, std::make_shared<ReplicaSet>(ReplicaSetOptions{200ms})});
+    }
+    links_ = links;
+    service_ = std::make_unique<EngineLinkService>(std::move(links));
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
+    b.RegisterService(service_.get());
+    server_ = b.BuildAndStart();
+    ASSERT_GT(port_, 0);
+    stub_ = internal::EngineLink::NewStub(
+        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+  }
+  void TearDown() override {
+    for (ModelLink& m : links_) m.replicas->Shutdown(false);
+    server_->Shutdown(std::chrono::system_clock::now() + 1s);
+  }
+  grpc::Status Plan(const std::string& model, internal::PlanReply* reply) {
+    internal::PlanRequest req;
+    req.set_job_id("job-" + model);
+    req.set_protocol_version(1);
+    req.set_model(model);
+    internal::RankInventory* inv = req.add_ranks();
+    inv->set_rank(0);
+    inv->set_memory_bytes(int64_t(8) << 30);
+    grpc::ClientContext ctx;
+    return stub_->Plan(&ctx, req, reply);
+  }
+  std::vector<ModelLink> links_;
+  std::unique_ptr<EngineLinkService> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<internal::EngineLink::Stub> stub_;
+  int port_ = 0;
+};
+
+TEST_F(MultiModelLinkTest, PlanIsForTheNamedModel) {
+  internal::PlanReply reply;
+  ASSERT_TRUE(Plan("gemma2", &reply).ok());
+  EXPECT_EQ(reply.model(), "gemma2");
+  EXPECT_EQ(reply.model_path(), "/models/gemma2");
+  ASSERT_TRUE(Plan("gemma3", &reply).ok());
+  EXPECT_EQ(reply.model_path(), "/models/gemma3");
+  grpc::Status st = Plan("", &reply);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(st.error_message().find("--model"), std::string::npos) << st.error_message();
+  st = Plan("gemma9", &reply);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(st.error_message().find("\"gemma3\", \"gemma2\""), std::string::npos) << st.error_message();
+}
+
+TEST_F(MultiModelLinkTest, LeadersJoinTheirModelsReplicas) {
+  auto connect = [&](const std::string& group, const std::string& model, grpc::ClientContext* ctx,
+                     bool* accepted) {
+    auto stream = stub_->Connect(ctx);
+    internal::LeaderMessage hello;
+    hello.mutable_register_()->set_group_id(group);
+    hello.mutable_register_()->set_protocol_version(1);
+    if (!model.empty()) hello.mutable_register_()->add_models()->set_name(model);
+    EXPECT_TRUE(stream->Write(hello));
+    internal::CoordinatorMessage in;
+    *accepted = stream->Read(&in) && in.register_ack().accepted();
+    return stream;
+  };
+  grpc::ClientContext c2, c3, c_unknown, c_none;
+  bool ok2 = false, ok3 = false, ok_unknown = true, ok_none = true;
+  auto s2 = connect("job/g0", "gemma2", &c2, &ok2);
+  auto s3 = connect("job/g1", "gemma3", &c3, &ok3);
+  auto su = connect("job/g2", "gemma9", &c_unknown, &ok_unknown);
+  auto sn = connect("job/g3", "", &c_none, &ok_none);
+  EXPECT_TRUE(ok2);
+  EXPECT_TRUE(ok3);
+  EXPECT_FALSE(ok_unknown);
+  EXPECT_FALSE(ok_none) << "several models: a leader must say which";
+  EXPECT_EQ(su->Finish().error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_EQ(sn->Finish().error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  for (int i = 0; i < 200 && (links_[0].replicas->live_replicas() == 0 || links_[1].replicas->live_replicas() == 0);
+       ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(links_[0].replicas->live_replicas(), 1);  // gemma3
+  EXPECT_EQ(links_[1].replicas->live_replicas(), 1);  // gemma2
+  // A gemma2 request reaches the gemma2 leader only.
+  Sunk client;
+  absl::Status submitted;
+  std::thread submit([&] {
+    EngineRequest req;
+    req.request_id = "r2";
+    req.prompt = {2, 5};
+    req.sampling.max_tokens = 4;
+    submitted = links_[1].replicas->Submit(req, client.Sink());
+  });
+  internal::CoordinatorMessage in;
+  ASSERT_TRUE(s2->Read(&in));
+  ASSERT_TRUE(in.has_submit());
+  EXPECT_EQ(in.submit().request_id(), "r2");
+  EXPECT_EQ(in.submit().model(), "gemma2");
+  internal::LeaderMessage out;
+  out.mutable_submit_result()->set_request_id("r2");
+  ASSERT_TRUE(s2->Write(out));
+  submit.join();
+  EXPECT_TRUE(submitted.ok()) << submitted;
+  out.Clear();
+  internal::TokenEvent* e = out.mutable_events()->add_events();
+  e->set_request_id("r2");
+  e->add_token_ids(9);
+  e->set_finished(true);
+  e->set_finish_reason(v1::FINISH_REASON_LENGTH);
+  ASSERT_TRUE(s2->Write(out));
+  ASSERT_TRUE(client.WaitFinished());
+  EXPECT_EQ(client.events.back().ids, std::vector<int32_t>{9});
+  c2.TryCancel();
+  c3.TryCancel();
 }
 
 }  // namespace
