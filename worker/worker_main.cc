@@ -11,9 +11,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <iostream>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <grpcpp/grpcpp.h>
@@ -122,6 +125,53 @@ absl::StatusOr<internal::PlanReply> AskForPlan(const WorkerOptions& opt, const i
   }
 }
 
+// Queues token events from the engine loop and sends them from its own
+// thread, as many per LeaderMessage as are waiting (per-request order kept).
+class EventBatcher {
+ public:
+  explicit EventBatcher(std::function<bool(internal::LeaderMessage&)> write)
+      : write_(std::move(write)), thread_([this] { Run(); }) {}
+  ~EventBatcher() { Close(); }
+  void Push(internal::TokenEvent e) {
+    std::lock_guard<std::mutex> l(mu_);
+    pending_.push_back(std::move(e));
+    cv_.notify_one();
+  }
+  // Sends what is queued, then stops the thread. Idempotent.
+  void Close() {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      closed_ = true;
+      cv_.notify_one();
+    }
+    if (thread_.joinable()) thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::vector<internal::TokenEvent> batch;
+    std::unique_lock<std::mutex> l(mu_);
+    while (true) {
+      cv_.wait(l, [&] { return closed_ || !pending_.empty(); });
+      if (pending_.empty()) return;  // closed and flushed
+      batch.swap(pending_);
+      l.unlock();
+      internal::LeaderMessage m;
+      for (internal::TokenEvent& e : batch) *m.mutable_events()->add_events() = std::move(e);
+      batch.clear();
+      write_(m);  // a broken stream: the coordinator fails these requests over
+      l.lock();
+    }
+  }
+
+  std::function<bool(internal::LeaderMessage&)> write_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<internal::TokenEvent> pending_;
+  bool closed_ = false;
+  std::thread thread_;
+};
+
 // The leader's side of EngineLink until the coordinator drains it or leaves.
 int ServeLink(const WorkerOptions& opt, Engine& engine, const internal::Register& reg) {
   auto channel = grpc::CreateChannel(opt.coordinator, grpc::InsecureChannelCredentials());
@@ -152,15 +202,17 @@ int ServeLink(const WorkerOptions& opt, Engine& engine, const internal::Register
       if (!write(m)) break;
     }
   });
+  // Token events leave through one writer thread: the engine loop never
+  // blocks on the network, and every event queued while a write is in flight
+  // (a whole step's tokens, for every running request) goes in one message.
+  EventBatcher events([&](internal::LeaderMessage& m) { return write(m); });
   int code = 2;  // the coordinator went away
   while (stream->Read(&in)) {
     if (in.has_submit()) {
       EngineRequest req = FromSubmitProto(in.submit());
       const std::string id = req.request_id;
-      absl::Status st = engine.Submit(std::move(req), [&write, id](const TokenEvent& e) {
-        internal::LeaderMessage m;
-        *m.mutable_events()->add_events() = ToEventProto(id, e);
-        write(m);
+      absl::Status st = engine.Submit(std::move(req), [&events, id](const TokenEvent& e) {
+        events.Push(ToEventProto(id, e));
       });
       internal::LeaderMessage r;
       r.mutable_submit_result()->set_request_id(id);
@@ -177,6 +229,7 @@ int ServeLink(const WorkerOptions& opt, Engine& engine, const internal::Register
   }
   done = true;
   engine.Shutdown(false);  // no-op after a drain; else cancels and stops the followers
+  events.Close();          // after the engine's last event: flushes them
   stats.join();
   {
     std::lock_guard<std::mutex> l(write_mu);
