@@ -14,6 +14,12 @@
 // coordinator: after a barrier it merges the part files into OUT and removes
 // them. A restart reads OUT and every OUT.part-* left by a killed run, with
 // any number of ranks.
+//
+// --tp / --ep N: a replica is N consecutive ranks (parallel::MakeProcessGroups)
+// holding one sharded model. Its first rank leads: it reads, submits and
+// writes like a single-rank replica, and its engine broadcasts every step to
+// the others (worker/leader.h), which only follow (worker/follower.h). Lines
+// are dealt by replica instead of by rank.
 #include <signal.h>
 #include <unistd.h>
 
@@ -41,6 +47,8 @@
 #include "models/model.h"
 #include "parallel/communicator.h"
 #include "worker/engine.h"
+#include "worker/follower.h"
+#include "worker/leader.h"
 
 namespace facet::cli {
 namespace {
@@ -52,6 +60,8 @@ struct BatchCmdOptions {
   std::string output;
   std::string name;       // model name in the results; empty: the file or folder name
   int threads = 0;
+  int tp = 1;  // tensor-parallel ranks per replica
+  int ep = 0;  // expert-parallel ranks per replica; 0 = same as tp
   int64_t kv_cache_mb = 1024;
   int64_t max_batch_tokens = 512;
   int64_t max_running = 64;
@@ -193,6 +203,54 @@ class StopWatcher {
   std::thread thread_;
 };
 
+EngineOptions BatchEngineOptions(const BatchCmdOptions& opt) {
+  EngineOptions eopt;
+  eopt.kv_cache_bytes = opt.kv_cache_mb << 20;
+  eopt.max_batch_tokens = opt.max_batch_tokens;
+  eopt.max_running = opt.max_running;
+  eopt.max_waiting = opt.max_in_flight;  // the runner never has more in flight
+  eopt.max_context = opt.max_context;
+  return eopt;
+}
+
+// The model, sharded over `group` when the replica spans several ranks.
+absl::StatusOr<std::shared_ptr<Model>> LoadBatchModel(const BatchCmdOptions& opt, parallel::Communicator* group,
+                                                      ThreadPool* pool) {
+  Model::LoadOptions lo;
+  if (group != nullptr) {
+    if (opt.tp > 1) lo.tp = group;
+    if ((opt.ep > 0 ? opt.ep : opt.tp) > 1) lo.ep = group;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Model> model, Model::Load(opt.model, pool, lo));
+  return std::shared_ptr<Model>(std::move(model));
+}
+
+// A replica's other ranks: load their shard and replay the leader's steps
+// until its engine shuts down, then join the job's final collectives.
+template <class Fail>
+int RunFollowerRank(const BatchCmdOptions& opt, parallel::Communicator& world, parallel::Communicator& group,
+                    const Fail& fail, const StopWatcher& watcher) {
+  ThreadPool pool(opt.threads);
+  auto model = LoadBatchModel(opt, &group, &pool);
+  if (!model.ok()) return fail("loading " + opt.model + ": ", model.status());
+  Follower follower(*model, BatchEngineOptions(opt), &group);
+  if (absl::Status st = follower.Run(); !st.ok()) return fail("following the replica's leader: ", st);
+  if (watcher.stop().load()) {
+    std::cerr.flush();
+    std::_Exit(kExitStopped);  // as the leader does: its results are synced
+  }
+  int64_t totals[5] = {0, 0, 0, 0, 0};
+  int64_t wall_us[1] = {0};
+  if (auto st = world.AllReduce(std::span<int64_t>(totals), parallel::ReduceOp::kSum); !st.ok()) {
+    return fail("summing the ranks' counts: ", st);
+  }
+  if (auto st = world.AllReduce(std::span<int64_t>(wall_us), parallel::ReduceOp::kMax); !st.ok()) {
+    return fail("summing the ranks' counts: ", st);
+  }
+  if (auto st = world.Barrier(); !st.ok()) return fail("barrier: ", st);
+  return 0;
+}
+
 int RunBatch(const BatchCmdOptions& opt) {
   StopWatcher watcher;
   // Job-level checks first, before minutes of model loading.
@@ -212,7 +270,27 @@ int RunBatch(const BatchCmdOptions& opt) {
     if (world->size() > 1) world->Abort(rc);
     return rc;
   };
-  const std::string prefix = size > 1 ? absl::StrCat("[rank ", rank, "/", size, "] ") : "";
+  // Replicas: groups of `group_size` consecutive ranks (one when tp = ep = 1).
+  const int ep = opt.ep > 0 ? opt.ep : opt.tp;
+  const int group_size = std::max(opt.tp, ep);
+  if (opt.tp < 1 || ep < 1 || size % group_size != 0) {
+    return fail("", absl::InvalidArgumentError(absl::StrCat(
+                        "--tp ", opt.tp, opt.ep > 0 ? absl::StrCat(" --ep ", opt.ep) : std::string(), ": the world of ",
+                        size, " ranks must be a multiple of ", group_size, " (one replica per ", group_size,
+                        " consecutive ranks)")));
+  }
+  std::unique_ptr<parallel::Communicator> group;  // this replica's ranks (null for one-rank replicas)
+  int replicas = size, replica = rank;
+  if (group_size > 1) {
+    auto groups = parallel::MakeProcessGroups(*world, opt.tp, ep);
+    if (!groups.ok()) return fail("", groups.status());
+    group = std::move(opt.tp > 1 ? groups->tp : groups->ep);
+    replicas = groups->dp->size();
+    replica = groups->dp->rank();
+  }
+  const bool follower = group != nullptr && group->rank() != 0;
+  const std::string prefix =
+      replicas > 1 ? absl::StrCat("[", group_size > 1 ? "replica " : "rank ", replica, "/", replicas, "] ") : "";
   const std::string my_output = size > 1 ? PartPath(opt.output, rank) : opt.output;
 
   // A single process first folds in what the ranks of a killed run left.
@@ -239,7 +317,7 @@ int RunBatch(const BatchCmdOptions& opt) {
   std::vector<BatchLine> todo;
   int64_t skipped = 0;
   for (BatchLine& line : *input) {
-    if ((line.line_no - 1) % size != rank) continue;
+    if (follower || (line.line_no - 1) % replicas != replica) continue;
     if (done.contains(line.Key())) {
       ++skipped;
     } else {
@@ -247,6 +325,7 @@ int RunBatch(const BatchCmdOptions& opt) {
     }
   }
   input->clear();
+  if (follower) return RunFollowerRank(opt, *world, *group, fail, watcher);
   // One write per line: the ranks share the terminal or log.
   std::cerr << absl::StrCat("facet batch: ", prefix, todo.size(), " requests to run, ", skipped,
                             " already done in ", opt.output, "\n")
@@ -259,9 +338,10 @@ int RunBatch(const BatchCmdOptions& opt) {
                          isatty(STDERR_FILENO) ? 0.5 : opt.progress_seconds, prefix, std::cerr);
   BatchRunResult run;
   std::unique_ptr<ThreadPool> pool;
-  if (!todo.empty()) {
+  // A sharded replica loads even with nothing to do: its followers wait for it.
+  if (!todo.empty() || group != nullptr) {
     pool = std::make_unique<ThreadPool>(opt.threads);
-    auto loaded = Model::Load(opt.model, pool.get());
+    auto loaded = LoadBatchModel(opt, group.get(), pool.get());
     if (!loaded.ok()) return fail("loading " + opt.model + ": ", loaded.status());
     std::shared_ptr<Model> model = std::move(*loaded);
     const ModelConfig& cfg = model->config();
@@ -275,13 +355,10 @@ int RunBatch(const BatchCmdOptions& opt) {
       std::cerr << "facet batch: " << prefix << "no tokenizer (" << tok.status().message()
                 << "); only token-id prompts can run\n";
     }
-    EngineOptions eopt;
-    eopt.kv_cache_bytes = opt.kv_cache_mb << 20;
-    eopt.max_batch_tokens = opt.max_batch_tokens;
-    eopt.max_running = opt.max_running;
-    eopt.max_waiting = opt.max_in_flight;  // the runner never has more in flight
-    eopt.max_context = opt.max_context;
-    auto engine = CreateLocalEngine(model, served.tokenizer, eopt);
+    const EngineOptions eopt = BatchEngineOptions(opt);
+    auto engine = group == nullptr
+                      ? CreateLocalEngine(model, served.tokenizer, eopt)
+                      : CreateEngine(model, served.tokenizer, eopt, MakeLeaderExecutor(model, group.get(), {}));
     if (!engine.ok()) return fail("creating the engine: ", engine.status());
     served.engine = std::move(*engine);
     served.info = ModelInfoFromConfig(opt.name.empty() ? DefaultModelName(opt.model) : opt.name, cfg,
@@ -323,7 +400,9 @@ int RunBatch(const BatchCmdOptions& opt) {
     if (rank == 0) {
       if (auto st = MergeParts(opt.output, ListPartFiles(opt.output)); !st.ok()) return fail("", st);
       BatchCounts all{totals[0], totals[1], totals[2], totals[3]};
-      std::cerr << "facet batch: all " << size << " ranks: ";
+      std::cerr << "facet batch: all " << size << " ranks"
+                << (group_size > 1 ? absl::StrCat(" (", replicas, replicas == 1 ? " replica" : " replicas", " of ", group_size, ")")
+                                  : std::string()) << ": ";
       BatchProgress(0, false, 0, "", std::cerr).Finish(all, totals[4], wall_us[0] * 1e-6);
     }
     if (auto st = world->Barrier(); !st.ok()) return fail("barrier: ", st);
@@ -344,6 +423,10 @@ void RegisterBatch(CLI::App& app) {
   cmd->add_option("--tokenizer", opt->tokenizer, "tokenizer.json, its folder or a .gguf (default: the model's)");
   cmd->add_option("--name", opt->name, "model name written in the results (default: the file or folder name)");
   cmd->add_option("--threads", opt->threads, "CPU threads per rank (0 = all cores)");
+  cmd->add_option("--tp", opt->tp,
+                  "tensor-parallel ranks per replica (consecutive ranks; the world must be a multiple)")
+      ->capture_default_str();
+  cmd->add_option("--ep", opt->ep, "expert-parallel ranks per replica (MoE; 0 = same as --tp)");
   cmd->add_option("--kv-cache-mb", opt->kv_cache_mb, "KV cache size in MiB")->capture_default_str();
   cmd->add_option("--max-batch-tokens", opt->max_batch_tokens, "token budget of one engine step")
       ->capture_default_str();
