@@ -56,8 +56,8 @@ int RunGenerate(GenerateCmdOptions opt) {
     return s.code() == absl::StatusCode::kInvalidArgument || s.code() == absl::StatusCode::kOutOfRange ? 2 : 1;
   };
   // One model replica over the launcher's world: every rank runs the same
-  // loop on identical (all-gathered) logits, so all pick the same tokens;
-  // only rank 0 prints.
+  // loop and draws the same token from its own vocabulary slice
+  // (Sampler::SampleSharded, no logits gather); only rank 0 prints.
   if (absl::Status st = CheckDevice(opt.device); !st.ok()) return fail(st);
   auto world = parallel::CreateWorldCommunicator();
   if (!world.ok()) return fail(world.status());

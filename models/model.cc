@@ -172,7 +172,10 @@ absl::Status Model::Run(std::span<const int32_t> tokens, std::span<const int32_t
   if (config_.final_logit_softcap > 0) {
     cpu::Softcap(out, rows * Vl, config_.final_logit_softcap);
   }
-  if (gather) RETURN_IF_ERROR(parallel::GatherLogits(tp_, out, rows, Vl, logits->data()));
+  if (gather) {
+    RETURN_IF_ERROR(parallel::GatherLogits(tp_, out, rows, Vl, logits->data()));
+    gathered_logit_bytes_ += rows * V * int64_t(sizeof(float));
+  }
   return absl::OkStatus();
 }
 

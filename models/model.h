@@ -54,8 +54,13 @@ class Model {
   parallel::Range vocab_shard() const { return weights_.vocab; }
   // Under TP, logits are all-gathered to [rows, V] unless this is off; then
   // they stay [rows, V/tp] for this rank's vocab_shard() (for the
-  // distributed sampler, worker/sampler_parallel.h).
+  // distributed sampler, Sampler::SampleSharded in worker/sampler.h).
   void set_gather_logits(bool on) { gather_logits_ = on; }
+  bool gather_logits() const { return gather_logits_; }
+  // Bytes of gathered logits ([rows, V] fp32 per forward) this rank has
+  // received from GatherLogits so far; stays 0 while the gather is off, so a
+  // test can prove the engine never gathers.
+  int64_t gathered_logit_bytes() const { return gathered_logit_bytes_; }
   // Called by Load: the groups the forward's collectives run on.
   void SetParallel(ModelConfig full_config, parallel::Communicator* tp, parallel::Communicator* ep);
   const ModelWeights& weights() const { return weights_; }
@@ -96,6 +101,7 @@ class Model {
   parallel::Communicator* tp_ = nullptr;
   parallel::Communicator* ep_ = nullptr;
   bool gather_logits_ = true;
+  int64_t gathered_logit_bytes_ = 0;
   std::vector<float> local_logits_;  // [rows, V/tp] before the gather
   ThreadPool* pool_;
   LayerFn layer_fn_;

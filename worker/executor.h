@@ -17,10 +17,23 @@
 #include "absl/status/status.h"
 #include "models/kv_store.h"
 #include "worker/kv_blocks.h"
+#include "worker/sampler.h"
 
 namespace facet {
 
 class Model;
+
+// What any rank needs to draw one sampled row's token by itself, so that
+// followers keep no per-request state: the request's filters and seed, the
+// index of the token being generated, and the ids the repetition penalty
+// looks at.
+struct RowSampling {
+  // Only the filters and the seed are used (and travel in a step message);
+  // stop ids and max_tokens stay with the leader's loop.
+  SamplingParams params;
+  int64_t step = 0;              // index of the token being generated (Sampler's `step`)
+  std::vector<int32_t> history;  // prompt + generated ids; empty unless repetition_penalty != 1
+};
 
 // The inputs of one forward over the step's batch.
 struct StepBatch {
@@ -28,6 +41,9 @@ struct StepBatch {
   std::vector<int32_t> positions;    // [num_tokens] absolute positions
   std::vector<SeqSegment> segments;  // one per scheduled sequence
   std::vector<int64_t> logit_rows;   // [num_sampled] rows whose logits are returned
+  // [num_sampled], one per logit row, only for an executor that samples();
+  // empty otherwise (the single-rank path copies nothing).
+  std::vector<RowSampling> sampling;
 };
 
 class StepExecutor {
@@ -42,6 +58,21 @@ class StepExecutor {
 
   // One forward over `batch`: logits of the requested rows, [num_sampled, vocab].
   virtual absl::Status Forward(const StepBatch& batch, KvStore* kv, std::vector<float>* logits) = 0;
+
+  // True when this executor draws the tokens itself (ForwardAndSample) and
+  // the loop must not sample: a tensor-parallel group whose LM head is split
+  // over the vocabulary samples on every rank with Sampler::SampleSharded
+  // instead of all-gathering [num_sampled, vocab] logits (DESIGN.md §3 step
+  // 4). The loop then fills StepBatch::sampling. Fixed for the executor's life;
+  // a wrapping executor must forward it.
+  virtual bool samples() const { return false; }
+
+  // One forward over `batch`, then each sampled row's token: (*tokens)[r]
+  // for batch.logit_rows[r], drawn with batch.sampling[r] exactly as
+  // Sampler::Sample would draw it from the full row. Only when samples().
+  virtual absl::Status ForwardAndSample(const StepBatch& batch, KvStore* kv, std::vector<int32_t>* tokens) {
+    return absl::UnimplementedError("this executor returns logits (samples() is false); call Forward");
+  }
 
   // The loop has exited (shutdown); no call follows.
   virtual void Close() {}

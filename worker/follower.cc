@@ -13,7 +13,10 @@ Follower::Follower(std::shared_ptr<Model> model, const EngineOptions& options, p
       group_(group),
       blocks_(options.block_size, EnginePools(model_->config(), options)),
       kv_(model_->config(), &blocks_),
-      scheduler_(EngineSchedulerConfig(model_->config(), options), &blocks_) {}
+      scheduler_(EngineSchedulerConfig(model_->config(), options), &blocks_) {
+  // As the leader's executor does (worker/leader.h): sample on the group.
+  if (model_->tp() != nullptr) model_->set_gather_logits(false);
+}
 
 absl::Status Follower::Run() {
   std::string bytes;
@@ -67,6 +70,8 @@ absl::StatusOr<bool> Follower::Apply(const StepMessage& m) {
                                             b.segments.size(), " (or they differ)"));
   }
   absl::Status st = model_->ForwardBatch(b.tokens, b.positions, b.segments, &kv_, b.logit_rows, &logits_);
+  tokens_.clear();
+  if (st.ok() && model_->tp() != nullptr) st = SampleOnGroup(*model_, b, logits_, &tokens_);
   // The leader fails the same sequences and keeps serving; so does the group.
   if (!st.ok()) FACET_LOG(WARNING) << "follower step " << m.step << " failed: " << st;
   ++steps_;

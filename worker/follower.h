@@ -2,7 +2,9 @@
 // the leader by broadcast, replays the leader's scheduler calls on its own
 // Scheduler and KvBlockManager (pure and deterministic, so the block tables
 // come out identical), checks that its plan matches the leader's batch, and
-// runs the same forward on its shard.
+// runs the same forward on its shard. With a tensor-parallel model it also
+// joins the leader's sampling (SampleOnGroup, worker/leader.h) from the
+// step's sampling rows, with the logit gather switched off.
 #pragma once
 
 #include <cstdint>
@@ -34,8 +36,11 @@ class Follower {
   absl::StatusOr<bool> Apply(const StepMessage& message);
 
   int64_t steps() const { return steps_; }
-  // [num_sampled, vocab] logits of the last forward (for tests).
+  // Logits of the last forward (for tests): [num_sampled, vocab], or this
+  // rank's [num_sampled, V/tp] slice with a tensor-parallel model.
   const std::vector<float>& last_logits() const { return logits_; }
+  // Tokens the group drew at the last step (tensor parallel only; for tests).
+  const std::vector<int32_t>& last_tokens() const { return tokens_; }
 
  private:
   std::shared_ptr<Model> model_;
@@ -47,6 +52,7 @@ class Follower {
   int64_t next_step_ = 1;
   int64_t steps_ = 0;
   std::vector<float> logits_;
+  std::vector<int32_t> tokens_;
 };
 
 }  // namespace facet

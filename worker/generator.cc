@@ -35,6 +35,17 @@ absl::StatusOr<GenerationResult> Generate(Model& model, std::span<const int32_t>
   const int64_t capacity = std::min<int64_t>(total, cfg.max_position_embeddings);
   KvCache cache(cfg, capacity);
   Sampler sampler(params);
+  // A tensor-parallel model: every rank runs this loop in lockstep and draws
+  // the same token from its own vocabulary slice (Sampler::SampleSharded), so
+  // no rank gathers the [V] logits row (1 MiB a step for Gemma's 262k
+  // vocabulary). The model's gather setting is restored on return.
+  parallel::Communicator* tp = model.tp();
+  struct GatherRestore {
+    Model& m;
+    bool was;
+    ~GatherRestore() { m.set_gather_logits(was); }
+  } restore{model, model.gather_logits()};
+  if (tp != nullptr) model.set_gather_logits(false);
 
   using Clock = std::chrono::steady_clock;
   GenerationResult r;
@@ -51,7 +62,13 @@ absl::StatusOr<GenerationResult> Generate(Model& model, std::span<const int32_t>
   r.prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
 
   for (int64_t step = 0;; ++step) {
-    const int32_t next = sampler.Sample(logits.data(), cfg.vocab_size, history, step);
+    int32_t next = 0;
+    if (tp != nullptr) {
+      ASSIGN_OR_RETURN(next, sampler.SampleSharded(*tp, logits.data(), model.vocab_shard(), cfg.vocab_size,
+                                                   history, step));
+    } else {
+      next = sampler.Sample(logits.data(), cfg.vocab_size, history, step);
+    }
     r.ids.push_back(next);
     history.push_back(next);
     if (sampler.IsStop(next)) {

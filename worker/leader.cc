@@ -6,6 +6,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/str_cat.h"
 #include "core/logging.h"
 #include "core/status.h"
 #include "models/model.h"
@@ -22,6 +23,33 @@ absl::Status BroadcastBytes(parallel::Communicator& comm, std::string* bytes) {
   return comm.Broadcast(bytes->data(), size_t(n), parallel::DType::kBytes, 0);
 }
 
+absl::Status SampleOnGroup(const Model& model, const StepBatch& batch, const std::vector<float>& logits,
+                           std::vector<int32_t>* tokens) {
+  parallel::Communicator* tp = model.tp();
+  if (tp == nullptr) return absl::FailedPreconditionError("group sampling needs a tensor-parallel model");
+  const size_t rows = batch.logit_rows.size();
+  const parallel::Range vocab = model.vocab_shard();
+  const int64_t V = model.config().vocab_size;
+  if (batch.sampling.size() != rows) {
+    return absl::InvalidArgumentError(absl::StrCat("group sampling: ", rows, " sampled rows but ",
+                                                   batch.sampling.size(), " sampling rows"));
+  }
+  if (logits.size() != rows * size_t(vocab.size)) {
+    return absl::InvalidArgumentError(absl::StrCat("group sampling: ", logits.size(), " logits for ", rows,
+                                                   " rows of a ", vocab.size, "-token vocabulary slice"));
+  }
+  tokens->resize(rows);
+  for (size_t r = 0; r < rows; ++r) {
+    const RowSampling& rs = batch.sampling[r];
+    // A Sampler per row and step: it holds only scratch space, and every
+    // input of the draw is in `rs`, so followers need no per-request state.
+    Sampler sampler(rs.params);
+    ASSIGN_OR_RETURN((*tokens)[r], sampler.SampleSharded(*tp, logits.data() + r * vocab.size, vocab, V,
+                                                         rs.history, rs.step));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -29,7 +57,11 @@ using Clock = std::chrono::steady_clock;
 class LeaderExecutor : public StepExecutor {
  public:
   LeaderExecutor(std::shared_ptr<Model> model, parallel::Communicator* group, LeaderOptions opt)
-      : model_(std::move(model)), group_(group), opt_(std::move(opt)) {
+      : model_(std::move(model)), group_(group), opt_(std::move(opt)), samples_(model_->tp() != nullptr) {
+    // A vocabulary-parallel LM head: sample on the group rather than
+    // all-gather [rows, V] logits to every rank (for Gemma's 262k vocabulary,
+    // 1 MiB per sampled row per rank per step).
+    if (samples_) model_->set_gather_logits(false);
     if (!opt_.on_hang) {
       parallel::Communicator* g = group_;
       const auto limit = opt_.step_timeout;
@@ -67,20 +99,23 @@ class LeaderExecutor : public StepExecutor {
     Record(std::move(op));
   }
 
+  bool samples() const override { return samples_; }
+
   absl::Status Forward(const StepBatch& batch, KvStore* kv, std::vector<float>* logits) override {
-    StepMessage m;
-    m.kind = StepMessage::Kind::kStep;
-    m.batch = batch;
-    TakeOps(&m);
-    std::string bytes = EncodeStepMessage(m);
-    Begin();
-    absl::Status st = BroadcastBytes(*group_, &bytes);
-    if (st.ok()) st = model_->ForwardBatch(batch.tokens, batch.positions, batch.segments, kv, batch.logit_rows, logits);
-    End();
-    // A failed broadcast or collective leaves the followers out of step; the
-    // watchdog or MPI's fail-fast takes the group down.
-    if (!st.ok() && group_->size() > 1) FACET_LOG(ERROR) << "leader step " << m.step << " failed: " << st;
-    return st;
+    if (samples_) {
+      // Followers would wait in the sampling collectives for ever.
+      return absl::FailedPreconditionError("a tensor-parallel leader samples on its group: call ForwardAndSample");
+    }
+    return Step(batch, kv, logits, nullptr);
+  }
+
+  absl::Status ForwardAndSample(const StepBatch& batch, KvStore* kv, std::vector<int32_t>* tokens) override {
+    if (!samples_) return StepExecutor::ForwardAndSample(batch, kv, tokens);
+    if (batch.sampling.size() != batch.logit_rows.size()) {
+      return absl::InvalidArgumentError(absl::StrCat("leader: ", batch.logit_rows.size(), " sampled rows but ",
+                                                     batch.sampling.size(), " sampling rows"));
+    }
+    return Step(batch, kv, &logits_, tokens);
   }
 
   void Close() override {
@@ -96,6 +131,25 @@ class LeaderExecutor : public StepExecutor {
   }
 
  private:
+  // Broadcast, forward and, when `tokens` is set, the group's sampling: all
+  // collectives, so all under the watchdog.
+  absl::Status Step(const StepBatch& batch, KvStore* kv, std::vector<float>* logits, std::vector<int32_t>* tokens) {
+    StepMessage m;
+    m.kind = StepMessage::Kind::kStep;
+    m.batch = batch;
+    TakeOps(&m);
+    std::string bytes = EncodeStepMessage(m);
+    Begin();
+    absl::Status st = BroadcastBytes(*group_, &bytes);
+    if (st.ok()) st = model_->ForwardBatch(batch.tokens, batch.positions, batch.segments, kv, batch.logit_rows, logits);
+    if (st.ok() && tokens != nullptr) st = SampleOnGroup(*model_, batch, *logits, tokens);
+    End();
+    // A failed broadcast or collective leaves the followers out of step; the
+    // watchdog or MPI's fail-fast takes the group down.
+    if (!st.ok() && group_->size() > 1) FACET_LOG(ERROR) << "leader step " << m.step << " failed: " << st;
+    return st;
+  }
+
   void Record(SchedulerOp op) {
     std::lock_guard<std::mutex> l(ops_mu_);
     ops_.push_back(std::move(op));
@@ -139,6 +193,8 @@ class LeaderExecutor : public StepExecutor {
   std::shared_ptr<Model> model_;
   parallel::Communicator* group_;
   LeaderOptions opt_;
+  const bool samples_;            // TP > 1: ForwardAndSample on the group
+  std::vector<float> logits_;     // [rows, V/tp] this rank's slice, when samples_
 
   std::mutex ops_mu_;  // the engine records ops under its own lock; Forward runs without it
   std::vector<SchedulerOp> ops_;

@@ -244,6 +244,22 @@ class LocalEngine : public Engine {
     by_request_.erase(seq.req.request_id);
   }
 
+  // The inputs of the draw seq.sampler.Sample would make for `seq`'s next
+  // token; the history travels only when the repetition penalty reads it.
+  static RowSampling RowSamplingOf(const Sequence& seq) {
+    const SamplingParams& p = seq.req.sampling;
+    RowSampling rs;
+    rs.params.temperature = p.temperature;
+    rs.params.top_k = p.top_k;
+    rs.params.top_p = p.top_p;
+    rs.params.min_p = p.min_p;
+    rs.params.repetition_penalty = p.repetition_penalty;
+    rs.params.seed = p.seed;
+    rs.step = seq.generated;
+    if (p.repetition_penalty != 1.0f) rs.history = seq.tokens;
+    return rs;
+  }
+
   void DropFinished(const std::vector<SeqId>& ids) {
     for (SeqId id : ids) seqs_.erase(id);
   }
@@ -255,8 +271,12 @@ class LocalEngine : public Engine {
     std::vector<SeqSegment>& segments = batch.segments;
     std::vector<int64_t>& logit_rows = batch.logit_rows;
     std::vector<SeqId> sampled;
-    std::vector<float> logits;
+    std::vector<float> logits;            // [num_sampled, V] when the loop samples
+    std::vector<int32_t> drawn;           // [num_sampled] when the executor samples
     const int64_t V = model_->config().vocab_size;
+    // A tensor-parallel group samples on its ranks (no full logits row
+    // exists anywhere); it needs each row's sampling inputs in the batch.
+    const bool exec_samples = exec_->samples();
     for (;;) {
       StepPlan plan;
       {
@@ -291,6 +311,7 @@ class LocalEngine : public Engine {
         positions.clear();
         segments.clear();
         logit_rows.clear();
+        batch.sampling.clear();
         sampled.clear();
         for (const ScheduledSeq& s : plan.seqs) {
           Sequence& seq = *seqs_[s.id];
@@ -302,6 +323,7 @@ class LocalEngine : public Engine {
           if (s.samples) {
             logit_rows.push_back(int64_t(tokens.size()) - 1);
             sampled.push_back(s.id);
+            if (exec_samples) batch.sampling.push_back(RowSamplingOf(seq));
           }
         }
         stats_.preemptions += int64_t(plan.preempted.size());
@@ -309,7 +331,16 @@ class LocalEngine : public Engine {
 
       // The forward runs without the lock: Submit/Cancel/Stats stay responsive.
       const auto forward_start = Clock::now();
-      absl::Status st = exec_->Forward(batch, &kv_, &logits);
+      absl::Status st = exec_samples ? exec_->ForwardAndSample(batch, &kv_, &drawn)
+                                     : exec_->Forward(batch, &kv_, &logits);
+      // A short answer (say, a wrapping executor that forgot samples() and
+      // returned a vocabulary slice) fails the step instead of reading past
+      // the buffer.
+      if (st.ok() && (exec_samples ? drawn.size() != sampled.size() : logits.size() < sampled.size() * size_t(V))) {
+        st = absl::InternalError(absl::StrCat("executor returned ", exec_samples ? drawn.size() : logits.size(),
+                                              exec_samples ? " tokens" : " logits", " for ", sampled.size(),
+                                              " sampled rows of a ", V, "-token vocabulary"));
+      }
 
       std::lock_guard<std::mutex> lock(mu_);
       stats_.steps++;
@@ -333,7 +364,8 @@ class LocalEngine : public Engine {
       }
       for (size_t r = 0; r < sampled.size(); ++r) {
         Sequence& seq = *seqs_[sampled[r]];
-        const int32_t next = seq.sampler.Sample(&logits[r * V], V, seq.tokens, seq.generated);
+        const int32_t next =
+            exec_samples ? drawn[r] : seq.sampler.Sample(&logits[r * V], V, seq.tokens, seq.generated);
         seq.tokens.push_back(next);
         seq.generated++;
         stats_.generated_tokens++;

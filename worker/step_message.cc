@@ -1,6 +1,7 @@
 #include "worker/step_message.h"
 
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 
@@ -8,7 +9,7 @@ namespace facet {
 namespace {
 
 constexpr char kMagic[4] = {'F', 'S', 'T', 'P'};
-constexpr uint8_t kVersion = 1;
+constexpr uint8_t kVersion = 2;
 // A step never schedules more tokens than this; guards allocations on garbage.
 constexpr uint64_t kMaxCount = uint64_t(1) << 26;
 
@@ -20,6 +21,11 @@ class Writer {
   }
   void I32(int32_t v) {
     for (int i = 0; i < 4; ++i) out_.push_back(char((uint32_t(v) >> (8 * i)) & 0xff));
+  }
+  void F32(float v) {
+    uint32_t bits = 0;
+    std::memcpy(&bits, &v, 4);
+    I32(int32_t(bits));
   }
   std::string& out() { return out_; }
 
@@ -49,6 +55,12 @@ class Reader {
     for (int i = 0; i < 4; ++i) x |= uint32_t(uint8_t(in_[pos_ + i])) << (8 * i);
     pos_ += 4;
     *v = int32_t(x);
+    return true;
+  }
+  bool F32(float* v) {
+    int32_t bits = 0;
+    if (!I32(&bits)) return false;
+    std::memcpy(v, &bits, 4);
     return true;
   }
   // A count whose elements (each at least `elem_bytes`) fit in what is left.
@@ -114,6 +126,19 @@ std::string EncodeStepMessage(const StepMessage& m) {
   }
   w.I64(int64_t(b.logit_rows.size()));
   for (int64_t r : b.logit_rows) w.I64(r);
+  w.I64(int64_t(b.sampling.size()));
+  for (const RowSampling& rs : b.sampling) {
+    const SamplingParams& p = rs.params;
+    w.F32(p.temperature);
+    w.I32(p.top_k);
+    w.F32(p.top_p);
+    w.F32(p.min_p);
+    w.F32(p.repetition_penalty);
+    w.I64(int64_t(p.seed));
+    w.I64(rs.step);
+    w.I64(int64_t(rs.history.size()));
+    for (int32_t id : rs.history) w.I32(id);
+  }
   return std::move(w.out());
 }
 
@@ -183,6 +208,28 @@ absl::StatusOr<StepMessage> DecodeStepMessage(absl::string_view bytes) {
   for (int64_t& row : b.logit_rows) {
     r.I64(&row);
     if (row < 0 || row >= int64_t(b.tokens.size())) return Bad(r, "logit row outside the batch");
+  }
+  // Each row: 5 x 4 bytes of filters, seed, step, history count.
+  if (!r.Count(44, &n)) return Bad(r, "bad sampling row count");
+  if (n != 0 && n != b.logit_rows.size()) return Bad(r, "sampling rows do not match the logit rows");
+  b.sampling.resize(n);
+  for (RowSampling& rs : b.sampling) {
+    SamplingParams& p = rs.params;
+    int64_t seed = 0;
+    if (!r.F32(&p.temperature) || !r.I32(&p.top_k) || !r.F32(&p.top_p) || !r.F32(&p.min_p) ||
+        !r.F32(&p.repetition_penalty) || !r.I64(&seed) || !r.I64(&rs.step)) {
+      return Bad(r, "truncated sampling row");
+    }
+    p.seed = uint64_t(seed);
+    // The Sampler constructor CHECKs these; a bad message must not crash a follower.
+    if (!ValidateSamplingParams(p, std::numeric_limits<int32_t>::max()).ok()) {
+      return Bad(r, "invalid sampling parameters");
+    }
+    if (rs.step < 0) return Bad(r, "negative sampling step");
+    size_t h = 0;
+    if (!r.Count(4, &h)) return Bad(r, "bad history count");
+    rs.history.resize(h);
+    for (int32_t& id : rs.history) r.I32(&id);
   }
   if (!r.done()) return Bad(r, "trailing bytes");
   return m;

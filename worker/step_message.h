@@ -2,7 +2,10 @@
 // It carries the scheduler calls the leader made since the previous step (in
 // order, so followers replay them and keep identical KV block tables) and the
 // forward's inputs. Sampled tokens reach followers as next step's input ids;
-// nothing per running sequence is resent. A few KiB per step.
+// nothing per running sequence is resent, except, when the group samples
+// (StepExecutor::samples(), tensor parallel), each sampled row's filters,
+// seed and step (44 bytes) and, only under a repetition penalty, its history.
+// A few KiB per step.
 #pragma once
 
 #include <cstdint>
@@ -33,11 +36,12 @@ struct StepMessage {
   StepBatch batch;                // kStep: the forward's inputs; empty on kShutdown
 };
 
-// Little-endian, length-prefixed; "FSTP" + version 1.
+// Little-endian, length-prefixed; "FSTP" + version 2 (2 added per-row sampling).
 std::string EncodeStepMessage(const StepMessage& message);
 // INVALID_ARGUMENT naming what is wrong for a truncated, oversized or
 // inconsistent message (bad magic, unknown kind, counts past the end,
-// segments outside the token arrays).
+// segments outside the token arrays, sampling rows that do not match the
+// logit rows, sampling parameters ValidateSamplingParams refuses).
 absl::StatusOr<StepMessage> DecodeStepMessage(absl::string_view bytes);
 
 }  // namespace facet

@@ -63,6 +63,11 @@ class DelayedExecutor : public StepExecutor {
     std::this_thread::sleep_for(delay_);
     return inner_->Forward(batch, kv, logits);
   }
+  bool samples() const override { return inner_->samples(); }
+  absl::Status ForwardAndSample(const StepBatch& batch, KvStore* kv, std::vector<int32_t>* tokens) override {
+    std::this_thread::sleep_for(delay_);
+    return inner_->ForwardAndSample(batch, kv, tokens);
+  }
   void Close() override { inner_->Close(); }
 
  private:

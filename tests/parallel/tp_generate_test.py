@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""`mpirun -np N facet generate --tp N` prints the same greedy output as one
-process, for every golden architecture (token ids; the goldens have no
+"""`mpirun -np N facet generate --tp N` prints the same greedy and seeded
+sampled output as one process, for every golden architecture (token ids; the goldens have no
 tokenizer) and N = 2, 4; only rank 0 prints. Also: --tp without a matching
 world, or a --tp the heads do not split over, is an error.
 
@@ -53,6 +53,10 @@ for model in ["gemma2", "gemma3", "gemma4", "gemma4_moe"]:
     path = os.path.join(src, "tests/data/golden", model)
     check(model, ["--model", path, "--prompt-ids", "2,17,33,5,9", "--max-tokens", "12"], [2, 4])
     check(model + " json", ["--model", path, "--prompt-ids", "2,40", "--max-tokens", "6", "--json"], [2])
+    # Seeded sampling: the ranks draw from their vocabulary slices (no gather).
+    check(model + " sampled", ["--model", path, "--prompt-ids", "2,17,33,5,9", "--max-tokens", "12",
+                               "--temperature", "0.9", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.02",
+                               "--repetition-penalty", "1.2", "--seed", "5"], [2, 4])
 
 # The quantized demo GGUF is not checked here: its matmuls quantize
 # activations to int8 per block, a discontinuous step, so the 1e-7 changes

@@ -61,6 +61,10 @@ class Recorder : public StepExecutor {
     steps.push_back(*logits);
     return st;
   }
+  bool samples() const override { return inner_->samples(); }
+  absl::Status ForwardAndSample(const StepBatch& b, KvStore* kv, std::vector<int32_t>* tokens) override {
+    return inner_->ForwardAndSample(b, kv, tokens);
+  }
   void Close() override { inner_->Close(); }
   std::mutex mu;
   std::vector<std::vector<float>> steps;
