@@ -82,8 +82,8 @@ absl::Status VocabParallelEmbed(Communicator* comm, const VocabShard& shard, con
                                 int64_t n, float scale, float* out);
 
 // full [rows, V] from every rank's local [rows, V/tp] (rank order = vocab
-// order). For tests, logprobs and the compatibility path; sampling uses
-// sampler_parallel.h and never gathers.
+// order). For tests, logprobs and the compatibility path; the engine samples
+// with Sampler::SampleSharded (worker/sampler.h) and never gathers.
 absl::Status GatherLogits(Communicator* comm, const float* local, int64_t rows, int64_t local_vocab,
                           float* full);
 
