@@ -38,8 +38,9 @@ absl::Status QuantizeRowRef(WeightFormat f, const float* src, void* dst, int64_t
 // block scaled in float. The int8 step adds at most Σ|w_i|·amax(x-block)/254
 // of error. Work is split over output rows on `pool` (nullptr: calling thread
 // only); products too small to pay for waking the pool run on the caller.
-// Prefill-sized batches (m >= 64) instead dequantize panels of rows to fp32
-// (no int8 step) and run the fp32 GEMM, which is faster there.
+// Batch invariant: every row of y is the same bits whatever m is, wherever
+// the row sits in x, whatever the other rows hold and whatever the pool size,
+// so a decode token batched with a prefill chunk gets the bits it gets alone.
 absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y,
                          ThreadPool* pool);
 

@@ -9,7 +9,6 @@
 #define FACET_KERNELS_CPU_QUANT_MATMUL_SHARED_
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <new>
@@ -22,6 +21,24 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/quant.h"
 #include "kernels/cpu/quant_blocks.h"
+
+namespace facet::quant_internal {
+
+// Activations of a tile for the 32-value block formats, rearranged so that
+// one 32-byte vector holds the same 4 bytes (4 int8 or 2 int16 values) of 8
+// consecutive tokens: full groups of 8 tokens only, the rest is not packed.
+//   x   [groups, cols·elem/4, 8 tokens, 4 bytes]
+//   d   [groups, cols/32, 8 tokens]  activation scales
+//   ob  [groups, cols/32, 8 tokens]  offset·Σx of each block (Q4_0: 8, Q5_0: 16, Q8_0: 0)
+struct TokenLanes {
+  int64_t groups = 0;
+  const uint8_t* x = nullptr;
+  const float* d = nullptr;
+  const int32_t* ob = nullptr;
+};
+constexpr int kLaneTokens = 8;
+
+}  // namespace facet::quant_internal
 
 #endif  // FACET_KERNELS_CPU_QUANT_MATMUL_SHARED_
 
@@ -45,7 +62,7 @@ const char* TargetName() { return hwy::TargetName(HWY_TARGET); }
 // product with the dequantized activations. Only x86 CPUs without AVX2 get
 // here (hwy_targets.h builds no SSE targets).
 void MatMulRows(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
-                const QuantActs& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+                const QuantActs& a, const TokenLanes&, int64_t t0, int64_t t1, float* y, int64_t ldy) {
   thread_local std::vector<float> row;
   row.resize(size_t(a.cols));
   const int64_t nb = a.cols / a.qb;
@@ -536,7 +553,8 @@ void DotQ6K(const uint8_t* row, int64_t nb, const Tokens<NT>& tk, float* out) {
 
 #undef FACET_FOR_TOKENS
 
-// Outputs of one weight row for tokens [t, t + NT).
+// Outputs of one weight row for tokens [t, t + NT). (The 32-value block
+// formats go through MatMulRows32 on x86; DotRow32 serves other targets.)
 template <int NT>
 HWY_INLINE void DotTokens(WeightFormat f, const uint8_t* row, const QuantActs& a, int64_t t, float* y, int64_t ldy) {
   const int64_t nb = a.cols / a.qb;
@@ -554,24 +572,249 @@ HWY_INLINE void DotTokens(WeightFormat f, const uint8_t* row, const QuantActs& a
   for (int j = 0; j < NT; ++j) y[(t + j) * ldy] = v[j];
 }
 
-// y[t·ldy + r] for rows [r0, r1) and tokens [t0, t1). Rows outermost so a
-// weight row stays in L1 while every token reads it.
-void MatMulRows(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
-                const QuantActs& a, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+// --- 32-value blocks on x86: exact block sums, two layouts -------------------
+//
+// For Q8_0/Q4_0/Q5_0 one output is y[t, r] = E + O, where E (O) is the fma
+// chain acc = fma(float(S_b), d_b·dx_b, acc) from 0 over the even (odd)
+// blocks b in order, and S_b = Σ q·x − offset·Σx is the exact integer dot of
+// block b (|S_b| < 2^24, so the conversion is exact too; the offset leaves in
+// integers, without the cancellation a float Σx term would bring). An integer sum is the same however
+// it is added up, so two kernels give the same bits for every (row, token):
+// RowLanes puts 8 weight rows in the lanes of one float vector (few tokens:
+// decode), TokenLanes puts 8 tokens in the lanes (prefill; each 4-byte weight
+// group is broadcast against 8 tokens' activations, no reductions). Which
+// kernel a token meets depends on the batch; its output does not.
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+
+template <WeightFormat kFormat>
+constexpr int64_t kStride32 = kFormat == WeightFormat::kQ8_0 ? int64_t(sizeof(BlockQ8_0))
+                              : kFormat == WeightFormat::kQ4_0 ? int64_t(sizeof(BlockQ4_0))
+                                                                : int64_t(sizeof(BlockQ5_0));
+template <WeightFormat kFormat>
+constexpr int kOffset32 = kFormat == WeightFormat::kQ4_0 ? 8 : kFormat == WeightFormat::kQ5_0 ? 16 : 0;
+
+// Unsigned codes (value + offset) of a Q4_0/Q5_0 block, 32 bytes in value order.
+template <WeightFormat kFormat>
+HWY_INLINE __m256i Codes32(const uint8_t* blk) {
+  const hn::CappedTag<uint8_t, 32> d8;
+  const hn::Repartition<uint64_t, decltype(d8)> d64;
+  constexpr bool kFive = kFormat == WeightFormat::kQ5_0;
+  auto q = hn::And(ShiftBytesRight(d8, hn::LoadDup128(d8, blk + (kFive ? 6 : 2)), HalfShifts(d64, 0, 4)), hn::Set(d8, 15));
+  if constexpr (kFive) q = hn::Or(q, hn::IfThenElseZero(hn::LoadMaskBits(d8, blk + 2), hn::Set(d8, 16)));
+  return q.raw;
+}
+
+// 8 int32 lanes whose sum is the integer dot of one block with 32
+// activations (int8 for Q4_0/Q5_0, int16 for Q8_0), offset not taken out.
+template <WeightFormat kFormat>
+HWY_INLINE __m256i BlockPartials(const uint8_t* blk, const void* x) {
+  if constexpr (kFormat == WeightFormat::kQ8_0) {
+    const auto* qs = reinterpret_cast<const __m128i*>(blk + 2);
+    const auto* xv = static_cast<const __m256i*>(x);
+    const __m256i lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(qs)), _mm256_loadu_si256(xv));
+    const __m256i hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(_mm_loadu_si128(qs + 1)), _mm256_loadu_si256(xv + 1));
+    return _mm256_add_epi32(lo, hi);
+  } else {
+    // Codes <= 31 and |x| <= 127: pmaddubsw never saturates (2·31·127).
+    const __m256i p = _mm256_maddubs_epi16(Codes32<kFormat>(blk), _mm256_loadu_si256(static_cast<const __m256i*>(x)));
+    return _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+  }
+}
+
+// Lane i = the sum of the 8 lanes of p[i].
+HWY_INLINE __m256i SumEach8(const __m256i* p) {
+  const __m256i g0 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[0], p[1]), _mm256_hadd_epi32(p[2], p[3]));
+  const __m256i g1 = _mm256_hadd_epi32(_mm256_hadd_epi32(p[4], p[5]), _mm256_hadd_epi32(p[6], p[7]));
+  return _mm256_add_epi32(_mm256_permute2x128_si256(g0, g1, 0x20), _mm256_permute2x128_si256(g0, g1, 0x31));
+}
+
+// RowLanes: rows [r0, r0 + n) (n <= 8) for tokens [t, t + NT).
+template <WeightFormat kFormat, int NT>
+void RowLanes32(const uint8_t* w, int64_t row_bytes, int64_t r0, int n, const QuantActs& a, int64_t t, float* y,
+                int64_t ldy) {
+  constexpr int64_t kStride = kStride32<kFormat>;
+  constexpr bool kWide = kFormat == WeightFormat::kQ8_0;
+  const int64_t nb = a.cols / kQ32;
+  const uint8_t* rows[8];
+  for (int i = 0; i < 8; ++i) rows[i] = w + (r0 + std::min(i, n - 1)) * row_bytes;
+  __m256 acc[NT][2];
+  for (int j = 0; j < NT; ++j) acc[j][0] = acc[j][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    HWY_ALIGN uint16_t h[8];
+    for (int i = 0; i < 8; ++i) std::memcpy(&h[i], rows[i] + b * kStride, 2);
+    const __m256 dw = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(h)));
+    for (int j = 0; j < NT; ++j) {
+      const int64_t tj = t + j;
+      const void* x = kWide ? static_cast<const void*>(a.q16 + tj * a.cols + b * kQ32)
+                            : static_cast<const void*>(a.q8 + tj * a.cols + b * kQ32);
+      __m256i p[8];
+      for (int i = 0; i < 8; ++i) p[i] = BlockPartials<kFormat>(rows[i] + b * kStride, x);
+      __m256i s = SumEach8(p);
+      if constexpr (kOffset32<kFormat> != 0) {
+        s = _mm256_sub_epi32(s, _mm256_set1_epi32(kOffset32<kFormat> * int32_t(a.bsum32[tj * nb + b])));
+      }
+      const __m256 scale = _mm256_mul_ps(dw, _mm256_set1_ps(a.d[tj * nb + b]));
+      acc[j][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[j][b & 1]);
+    }
+  }
+  for (int j = 0; j < NT; ++j) {
+    HWY_ALIGN float o[8];
+    _mm256_store_ps(o, _mm256_add_ps(acc[j][0], acc[j][1]));
+    for (int i = 0; i < n; ++i) y[(t + j) * ldy + r0 + i] = o[i];
+  }
+}
+
+// TokenLanes: one weight row for the NG token groups starting at group g
+// (tokens [8g, 8g + 8·NG)).
+template <WeightFormat kFormat, int NG>
+void TokenLanes32(const uint8_t* row, const TokenLanes& lanes, int64_t nb, int64_t g, float* y, int64_t ldy) {
+  constexpr int64_t kStride = kStride32<kFormat>;
+  constexpr bool kWide = kFormat == WeightFormat::kQ8_0;
+  constexpr int kUnits = kWide ? 16 : 8;  // 4-byte groups per block
+  __m256 acc[NG][2];
+  for (int k = 0; k < NG; ++k) acc[k][0] = acc[k][1] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* blk = row + b * kStride;
+    // The block's values as 4-byte groups in memory, each broadcast below
+    // straight from there (a load, not a shuffle).
+    HWY_ALIGN uint8_t c[64];
+    if constexpr (kWide) {
+      const auto* qs = reinterpret_cast<const __m128i*>(blk + 2);
+      _mm256_store_si256(reinterpret_cast<__m256i*>(c), _mm256_cvtepi8_epi16(_mm_loadu_si128(qs)));
+      _mm256_store_si256(reinterpret_cast<__m256i*>(c + 32), _mm256_cvtepi8_epi16(_mm_loadu_si128(qs + 1)));
+    } else {
+      _mm256_store_si256(reinterpret_cast<__m256i*>(c), Codes32<kFormat>(blk));
+    }
+    const __m256 dw = _mm256_set1_ps(LoadF16(blk));
+    for (int k = 0; k < NG; ++k) {
+      const int64_t gb = (g + k) * nb + b;
+      const auto* xv = reinterpret_cast<const __m256i*>(lanes.x + gb * kUnits * 32);
+      __m256i s;
+      if constexpr (kWide) {
+        s = _mm256_setzero_si256();
+        for (int u = 0; u < kUnits; ++u) {
+          int32_t wu;
+          std::memcpy(&wu, c + 4 * u, 4);
+          s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_set1_epi32(wu), _mm256_load_si256(xv + u)));
+        }
+      } else {
+        // Four pmaddubsw results per int16 lane stay below 4·2·31·127 < 2^15.
+        __m256i h[2];
+        for (int half = 0; half < 2; ++half) {
+          __m256i p = _mm256_setzero_si256();
+          for (int u = 4 * half; u < 4 * half + 4; ++u) {
+            int32_t wu;
+            std::memcpy(&wu, c + 4 * u, 4);
+            p = _mm256_add_epi16(p, _mm256_maddubs_epi16(_mm256_set1_epi32(wu), _mm256_load_si256(xv + u)));
+          }
+          h[half] = _mm256_madd_epi16(p, _mm256_set1_epi16(1));
+        }
+        s = _mm256_add_epi32(h[0], h[1]);
+      }
+      if constexpr (kOffset32<kFormat> != 0) {
+        s = _mm256_sub_epi32(s, _mm256_load_si256(reinterpret_cast<const __m256i*>(lanes.ob + gb * kLaneTokens)));
+      }
+      const __m256 scale = _mm256_mul_ps(dw, _mm256_load_ps(lanes.d + gb * kLaneTokens));
+      acc[k][b & 1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), scale, acc[k][b & 1]);
+    }
+  }
+  for (int k = 0; k < NG; ++k) {
+    HWY_ALIGN float o[8];
+    _mm256_store_ps(o, _mm256_add_ps(acc[k][0], acc[k][1]));
+    for (int l = 0; l < kLaneTokens; ++l) y[((g + k) * kLaneTokens + l) * ldy] = o[l];
+  }
+}
+
+// Rows [r0, r1) × tokens [0, t1) of a 32-value block format: token groups
+// from the pack through TokenLanes, the remaining tokens through RowLanes.
+template <WeightFormat kFormat>
+void MatMulRows32(const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1, const QuantActs& a,
+                  const TokenLanes& lanes, int64_t t1, float* y, int64_t ldy) {
+  const int64_t nb = a.cols / kQ32;
+  const int64_t groups = lanes.groups;
+  // Blocks of rows that stay in L1 (with two token groups' activations,
+  // 8·cols or 16·cols bytes each) while every token group passes.
+  constexpr int64_t kBlockBytes = 8 << 10;
+  const int64_t block = std::max<int64_t>(8, kBlockBytes / row_bytes / 8 * 8);
+  for (int64_t rb = r0; rb < r1; rb += block) {
+    const int64_t re = std::min(r1, rb + block);
+    int64_t g = 0;
+    for (; g + 2 <= groups; g += 2) {
+      for (int64_t r = rb; r < re; ++r) TokenLanes32<kFormat, 2>(w + r * row_bytes, lanes, nb, g, y + r, ldy);
+    }
+    if (g < groups) {
+      for (int64_t r = rb; r < re; ++r) TokenLanes32<kFormat, 1>(w + r * row_bytes, lanes, nb, g, y + r, ldy);
+    }
+    for (int64_t t = groups * kLaneTokens; t < t1; t += kMaxTokens) {
+      for (int64_t r = rb; r < re; r += 8) {
+        // Decode streams each weight once from DRAM: fetch the next 8 rows
+        // while these are computed.
+        if (t1 <= kMaxTokens) {
+          const uint8_t* next = w + (r + 8) * row_bytes;
+          const int64_t bytes = std::min<int64_t>(8, r1 - r - 8) * row_bytes;
+          for (int64_t off = 0; off < bytes; off += 64) hwy::Prefetch(next + off);
+        }
+        const int n = int(std::min<int64_t>(8, re - r));
+        switch (std::min<int64_t>(kMaxTokens, t1 - t)) {
+          case 4: RowLanes32<kFormat, 4>(w, row_bytes, r, n, a, t, y, ldy); break;
+          case 3: RowLanes32<kFormat, 3>(w, row_bytes, r, n, a, t, y, ldy); break;
+          case 2: RowLanes32<kFormat, 2>(w, row_bytes, r, n, a, t, y, ldy); break;
+          default: RowLanes32<kFormat, 1>(w, row_bytes, r, n, a, t, y, ldy); break;
+        }
+      }
+    }
+  }
+}
+#endif  // HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+
+// Tokens [t, t1), at most kMaxTokens of them, for weight rows [r0, r1).
+HWY_INLINE void DotRowsTokens(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
+                              const QuantActs& a, int64_t t, int64_t t1, float* y, int64_t ldy) {
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = w + r * row_bytes;
-    // Decode reads each weight once, from DRAM: ask for the row after next
-    // now, so its lines are on their way while this one is computed.
-    if (r + 2 < r1) {
-      for (int64_t off = 0; off < row_bytes; off += 64) hwy::Prefetch(row + 2 * row_bytes + off);
-    }
-    int64_t t = t0;
-    for (; t + kMaxTokens <= t1; t += kMaxTokens) DotTokens<kMaxTokens>(f, row, a, t, y + r, ldy);
     switch (t1 - t) {
+      case 4: DotTokens<4>(f, row, a, t, y + r, ldy); break;
       case 3: DotTokens<3>(f, row, a, t, y + r, ldy); break;
       case 2: DotTokens<2>(f, row, a, t, y + r, ldy); break;
       case 1: DotTokens<1>(f, row, a, t, y + r, ldy); break;
       default: break;
+    }
+  }
+}
+
+// y[t·ldy + r] for rows [r0, r1) and tokens [t0, t1), in blocks of rows
+// that fit L1 beside one group's activations: each block of rows is read
+// from memory once and then stays in L1 while every group of tokens passes,
+// and each group's activations stay in L1 across the block's rows.
+void MatMulRows(WeightFormat f, const uint8_t* w, int64_t row_bytes, int64_t r0, int64_t r1,
+                const QuantActs& a, const TokenLanes& lanes, int64_t t0, int64_t t1, float* y, int64_t ldy) {
+  static_assert(kMaxTokens == 4, "DotRowsTokens dispatches 1..4 tokens");
+#if HWY_TARGET == HWY_AVX2 || HWY_TARGET == HWY_AVX3
+  switch (f) {  // the token-lane pack covers tokens from 0
+    case WeightFormat::kQ8_0: return MatMulRows32<WeightFormat::kQ8_0>(w, row_bytes, r0, r1, a, lanes, t1, y, ldy);
+    case WeightFormat::kQ4_0: return MatMulRows32<WeightFormat::kQ4_0>(w, row_bytes, r0, r1, a, lanes, t1, y, ldy);
+    case WeightFormat::kQ5_0: return MatMulRows32<WeightFormat::kQ5_0>(w, row_bytes, r0, r1, a, lanes, t1, y, ldy);
+    default: break;
+  }
+#endif
+  if (t1 - t0 <= kMaxTokens) {
+    // Decode reads each weight once, from DRAM: ask for the row after next
+    // now, so its lines are on their way while this one is computed.
+    for (int64_t r = r0; r < r1; ++r) {
+      if (r + 2 < r1) {
+        const uint8_t* next = w + (r + 2) * row_bytes;
+        for (int64_t off = 0; off < row_bytes; off += 64) hwy::Prefetch(next + off);
+      }
+      DotRowsTokens(f, w, row_bytes, r, r + 1, a, t0, t1, y, ldy);
+    }
+    return;
+  }
+  constexpr int64_t kBlockBytes = 16 << 10;
+  const int64_t block = std::max<int64_t>(1, kBlockBytes / row_bytes);
+  for (int64_t rb = r0; rb < r1; rb += block) {
+    const int64_t re = std::min(r1, rb + block);
+    for (int64_t t = t0; t < t1; t += kMaxTokens) {
+      DotRowsTokens(f, w, row_bytes, rb, re, a, t, std::min(t1, t + kMaxTokens), y, ldy);
     }
   }
 }
@@ -645,49 +888,44 @@ struct ActScratch {
   AlignedBuffer<int8_t> q8;
   AlignedBuffer<int16_t> q16, bsum16, bsum32;
   AlignedBuffer<float> d;
-  void Reserve(int64_t tokens, int64_t cols, int64_t blocks, bool wide) {
+  // TokenLanes of the 32-value block formats.
+  AlignedBuffer<uint8_t> lane_x;
+  AlignedBuffer<float> lane_d;
+  AlignedBuffer<int32_t> lane_ob;
+  void Reserve(int64_t tokens, int64_t cols, int64_t blocks, bool wide, bool lanes) {
     (wide ? q16.Reserve(tokens * cols) : q8.Reserve(tokens * cols));
     d.Reserve(tokens * blocks);
     bsum16.Reserve(tokens * cols / 16);
     bsum32.Reserve(tokens * cols / 32);
+    if (lanes) {
+      lane_x.Reserve(tokens * cols * (wide ? 2 : 1));
+      lane_d.Reserve(tokens * blocks);
+      lane_ob.Reserve(tokens * blocks);
+    }
   }
 };
+
+// Token group g of `a` into the TokenLanes layout (see TokenLanes).
+void PackTokenLanes(const QuantActs& a, int64_t g, int32_t offset, uint8_t* lx, float* ld, int32_t* lob) {
+  const int64_t nb = a.cols / kQ32;
+  const int64_t units = a.cols * (a.q16 != nullptr ? 2 : 1) / 4;
+  for (int l = 0; l < kLaneTokens; ++l) {
+    const int64_t t = g * kLaneTokens + l;
+    const auto* src = a.q16 != nullptr ? reinterpret_cast<const uint8_t*>(a.q16 + t * a.cols)
+                                       : reinterpret_cast<const uint8_t*>(a.q8 + t * a.cols);
+    uint8_t* dst = lx + g * units * 32 + l * 4;
+    for (int64_t v = 0; v < units; ++v) std::memcpy(dst + v * 32, src + 4 * v, 4);
+    for (int64_t b = 0; b < nb; ++b) {
+      ld[(g * nb + b) * kLaneTokens + l] = a.d[t * nb + b];
+      lob[(g * nb + b) * kLaneTokens + l] = offset * int32_t(a.bsum32[t * nb + b]);
+    }
+  }
+}
 
 }  // namespace
 }  // namespace quant_internal
 
 using namespace quant_internal;  // NOLINT: this file's own helpers
-
-namespace {
-
-// y[m, rows] = x · wᵀ by panels of weight rows: each panel is dequantized once
-// into a per-thread fp32 buffer and multiplied by all m tokens with the fp32
-// GEMM (cpu::MatMul), then scattered into y.
-absl::Status PanelMatMul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool) {
-  constexpr int64_t kPanel = 128;
-  const int64_t panels = (w.rows + kPanel - 1) / kPanel;
-  std::atomic<bool> failed{false};
-  auto run = [&](int64_t p0, int64_t p1) {
-    thread_local std::vector<float> wf, yf;
-    wf.resize(size_t(kPanel * w.cols));
-    yf.resize(size_t(kPanel * m));
-    for (int64_t p = p0; p < p1; ++p) {
-      const int64_t r0 = p * kPanel, n = std::min(kPanel, w.rows - r0);
-      for (int64_t r = 0; r < n; ++r) {
-        if (!DequantizeRow(w.format, w.row(r0 + r), wf.data() + r * w.cols, w.cols).ok()) failed = true;
-      }
-      const WeightRef panel{wf.data(), WeightFormat::kF32, n, w.cols};
-      if (!cpu::MatMul(x, m, panel, yf.data(), nullptr).ok()) failed = true;
-      for (int64_t t = 0; t < m; ++t) std::memcpy(y + t * w.rows + r0, yf.data() + t * n, sizeof(float) * n);
-    }
-  };
-  if (pool) pool->ParallelFor(panels, 1, run);
-  else run(0, panels);
-  if (failed) return absl::InternalError("QuantMatMul: panel dequantization failed");
-  return absl::OkStatus();
-}
-
-}  // namespace
 
 absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y, ThreadPool* pool) {
   if (!IsQuantized(w.format)) {
@@ -710,11 +948,13 @@ absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y
   if (reinterpret_cast<uintptr_t>(w.data) % 2 != 0) {
     return absl::InvalidArgumentError("QuantMatMul: weight data must be 2-byte aligned (fp16 scales)");
   }
-  // Prefill-sized batches are compute-bound: dequantizing a panel of rows to
-  // fp32 once and running the fp32 GEMM micro-kernel over all tokens beats
-  // integer dot products that redo each block's unpacking per token.
-  constexpr int64_t kPanelMinTokens = 64;
-  if (m >= kPanelMinTokens) return PanelMatMul(x, m, w, y, pool);
+  // One arithmetic for every m (batch invariance): a token's outputs come
+  // from the same int8 quantization and the same float operations whatever
+  // the batch, the token's place in it and the thread count, so a decode row
+  // batched with a prefill chunk gets the bits it would get alone. (An fp32
+  // panel path for m >= 64 made outputs depend on m.) The kernels may differ
+  // by batch size only where they compute the same bits: DotTokens<1..4>, and
+  // RowLanes32 / TokenLanes32 (exact integer block sums).
   const int qb = BlockSize(w.format) == kQK ? kQK : kQ32;
   const int64_t cols = w.cols;
   const int64_t nb = cols / qb;
@@ -726,7 +966,9 @@ absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y
   // with the same few shapes) does not allocate.
   thread_local ActScratch scratch;
   const bool wide = WideActs(w.format);
-  scratch.Reserve(tn_max, cols, nb, wide);
+  const bool lanes32 = qb == kQ32;
+  scratch.Reserve(tn_max, cols, nb, wide, lanes32);
+  const int32_t offset = w.format == WeightFormat::kQ4_0 ? 8 : w.format == WeightFormat::kQ5_0 ? 16 : 0;
   const auto* wbytes = static_cast<const uint8_t*>(w.data);
   const int64_t row_bytes = w.row_bytes();
   // Waking the pool costs ~10 us; below this much weight traffic per tile
@@ -743,23 +985,37 @@ absl::Status QuantMatMul(const float* x, int64_t m, const WeightRef& w, float* y
     float* d = scratch.d.data();
     int16_t* bs16 = scratch.bsum16.data();
     int16_t* bs32 = scratch.bsum32.data();
-    auto quantize = [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        QuantizeActRow(x + (t0 + t) * cols, cols, qb, wide ? nullptr : q8 + t * cols, wide ? q16 + t * cols : nullptr,
-                       d + t * nb, bs16 + t * (cols / 16), bs32 + t * (cols / 32));
+    const QuantActs acts{cols, qb, q8, q16, d, bs16, bs32};
+    // The caller's thread_local scratch, read by the pool threads through
+    // these pointers while the caller waits.
+    uint8_t* lx = scratch.lane_x.data();
+    float* ld = scratch.lane_d.data();
+    int32_t* lob = scratch.lane_ob.data();
+    const TokenLanes lanes{lanes32 ? tn / kLaneTokens : 0, lx, ld, lob};
+    // By groups of kLaneTokens tokens: each full group is packed as soon as
+    // its tokens are quantized.
+    const int64_t groups = (tn + kLaneTokens - 1) / kLaneTokens;
+    auto quantize = [&](int64_t g0, int64_t g1) {
+      for (int64_t g = g0; g < g1; ++g) {
+        for (int64_t t = g * kLaneTokens; t < std::min(tn, (g + 1) * kLaneTokens); ++t) {
+          QuantizeActRow(x + (t0 + t) * cols, cols, qb, wide ? nullptr : q8 + t * cols,
+                         wide ? q16 + t * cols : nullptr, d + t * nb, bs16 + t * (cols / 16), bs32 + t * (cols / 32));
+        }
+        if (g < lanes.groups) {
+          PackTokenLanes(acts, g, offset, lx, ld, lob);
+        }
       }
     };
-    const QuantActs acts{cols, qb, q8, q16, d, bs16, bs32};
     auto rows = [&](int64_t run0, int64_t run1) {
-      HWY_DYNAMIC_DISPATCH(MatMulRows)(w.format, wbytes, row_bytes, run0 * kRowRun,
-                                       std::min(w.rows, run1 * kRowRun), acts, 0, tn, y + t0 * w.rows, w.rows);
+      HWY_DYNAMIC_DISPATCH(MatMulRows)(w.format, wbytes, row_bytes, run0 * kRowRun, std::min(w.rows, run1 * kRowRun),
+                                       acts, lanes, 0, tn, y + t0 * w.rows, w.rows);
     };
     const bool parallel = pool != nullptr && pool->num_threads() > 1 && w.rows * row_bytes * tn >= kMinParallelBytes;
     if (!parallel) {
-      quantize(0, tn);
+      quantize(0, groups);
       rows(0, runs);
     } else {
-      pool->ParallelFor(tn, 8, quantize);
+      pool->ParallelFor(groups, 1, quantize);
       pool->ParallelFor(runs, 1, rows);
     }
   }
