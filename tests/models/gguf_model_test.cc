@@ -9,6 +9,8 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -250,8 +252,14 @@ TEST_F(RealGemma3Test, TokenizerAgreesWithHfTokenizerJson) {
 // blocks before each quantized matmul, as ggml's vec_dot does. Each rounding
 // is ≤ amax/254 per element (~0.4% relative), independent across elements,
 // and 18 layers × 7 matmuls compound to ~1-3% of the logit spread; measured
-// worst case 0.87 on logits ~20. We allow 1.5 and require identical greedy
-// tokens (the reference's smallest top-2 margin is 0.064).
+// worst case 0.87 on logits ~20. We allow 1.5. Greedy tokens must be
+// identical in the dequantized mode. In the quantized mode an error of that
+// size can swap two tokens whose reference logits are closer than twice the
+// bound (the reference's smallest top-2 margin is 0.064; summation order
+// alone decided one such case), so there Facet's argmax must be the
+// reference's greedy token or one within 2·1.5 of it in the reference; the
+// decode is teacher-forced with the reference tokens, so a swap never
+// propagates.
 class RealGemma3LogitsTest : public RealGemma3Test, public ::testing::WithParamInterface<bool> {};
 
 TEST_P(RealGemma3LogitsTest, LogitsMatchTransformers) {
@@ -282,6 +290,29 @@ TEST_P(RealGemma3LogitsTest, LogitsMatchTransformers) {
     EXPECT_LT(worst, kTol) << where;
   };
 
+  // Facet's argmax of `logits` against the reference greedy token `want` (see above).
+  auto check_greedy = [&](const float* logits, const std::string& ids_name, const std::string& val_name,
+                          int64_t row, int32_t want, const std::string& where) {
+    const int32_t got = int32_t(std::max_element(logits, logits + V) - logits);
+    if (got == want) return;
+    ASSERT_FALSE(dequantize) << where << ": argmax " << got << ", reference greedy " << want;
+    auto ids = ref->Get(ids_name);
+    auto vals = ref->Get(val_name);
+    ASSERT_TRUE(ids.ok() && vals.ok()) << ids_name;
+    const int64_t k = ids->shape[ids->shape.rank() - 1];
+    std::optional<float> got_ref, want_ref;
+    for (int64_t j = 0; j < k; ++j) {
+      const int32_t id = ids->as<int32_t>()[row * k + j];
+      if (id == got) got_ref = vals->as<float>()[row * k + j];
+      if (id == want) want_ref = vals->as<float>()[row * k + j];
+    }
+    ASSERT_TRUE(got_ref && want_ref) << where << ": argmax " << got << " is not in the reference's top " << k;
+    EXPECT_LE(*want_ref - *got_ref, 2 * kTol)
+        << where << ": argmax " << got << " trails the reference greedy " << want << " by " << *want_ref - *got_ref;
+    std::cerr << where << ": near tie, argmax " << got << " vs reference " << want << " (reference margin "
+              << *want_ref - *got_ref << ")\n";
+  };
+
   int p = 0;
   for (const auto& prompt : g["prompts"]) {
     const std::string pre = "prompt" + std::to_string(p);
@@ -298,15 +329,15 @@ TEST_P(RealGemma3LogitsTest, LogitsMatchTransformers) {
       }
     }
     compare_top(last, pre + ".last_prefill_top_ids", pre + ".last_prefill_top_logits", 0, pre + " last");
-    EXPECT_EQ(std::max_element(last, last + V) - last, greedy[0]) << pre;
+    check_greedy(last, pre + ".last_prefill_top_ids", pre + ".last_prefill_top_logits", 0, greedy[0], pre + " last");
     std::vector<float> step;
     for (size_t s = 0; s + 1 < greedy.size(); ++s) {
       int32_t next = greedy[s];
       ASSERT_TRUE((*model)->Forward(std::span<const int32_t>(&next, 1), &cache, false, &step).ok());
       compare_top(step.data(), pre + ".decode_top_ids", pre + ".decode_top_logits", int64_t(s),
                   pre + " decode " + std::to_string(s));
-      EXPECT_EQ(std::max_element(step.begin(), step.end()) - step.begin(), greedy[s + 1])
-          << pre << " step " << s;
+      check_greedy(step.data(), pre + ".decode_top_ids", pre + ".decode_top_logits", int64_t(s), greedy[s + 1],
+                   pre + " decode " + std::to_string(s));
     }
     ++p;
   }
