@@ -166,6 +166,31 @@ size_t TopPPrefix(std::vector<SampleEntry>& pool, double target) {
   return hi;
 }
 
+// Top-p histograms bucket tokens by distance below the maximum logit m, in
+// quarter nats at temperature 1 (kTopPBuckets buckets, the last one open).
+constexpr int kTopPBuckets = 256;
+
+// Buckets per logit unit at temperature t; finite even for a tiny t, so
+// that 0 * TopPBucketsPerUnit(t) stays 0.
+float TopPBucketsPerUnit(float t) { return std::min(4.0f / t, 1e30f); }
+
+int TopPBucket(float x, float m, float buckets_per_unit) {
+  return int(std::min((m - x) * buckets_per_unit, float(kTopPBuckets - 1)));
+}
+
+// The logit cut of top-p from the histogram `mass` [kTopPBuckets]: tokens
+// down to the first bucket where the running mass reaches `target` are
+// kept; a whole extra bucket of margin covers the rounding of the bucket
+// index. -inf when the target is only reached in the last bucket.
+float TopPCut(const double* mass, double target, float m, float buckets_per_unit) {
+  double before = 0;
+  for (int b = 0; b < kTopPBuckets - 1; ++b) {
+    if (before + mass[b] >= target) return m - float(b + 2) / buckets_per_unit;
+    before += mass[b];
+  }
+  return kNegInf;
+}
+
 // Fills `pool` with a superset of the top-p set of softmax(x / T) over the
 // whole vocabulary (m = max x) and returns the normaliser z, so that
 // TopPPrefix(pool, top_p * z) finds the exact set without sorting the
@@ -177,9 +202,8 @@ double CollectTopPCandidates(const float* x, int64_t n, float m, float t, float 
   // prefix ends in the first bucket where the running mass reaches the
   // target, and only tokens down to that bucket need selecting (a few
   // more do no harm: TopPPrefix finds the exact end).
-  constexpr int kBuckets = 256;
-  // Finite even for a tiny T, so that 0 * buckets_per_unit stays 0.
-  const float buckets_per_unit = std::min(4.0f / t, 1e30f);
+  constexpr int kBuckets = kTopPBuckets;
+  const float buckets_per_unit = TopPBucketsPerUnit(t);
   double z = 0;
   // Four interleaved histograms and sums: most tokens land in a few
   // buckets, and one accumulator would serialise on its add latency.
@@ -190,25 +214,14 @@ double CollectTopPCandidates(const float* x, int64_t n, float m, float t, float 
     float w = Weight(x[i], m, t);
     if (!(w > 0)) continue;  // NaN, or too far below to carry mass
     partial_z[i % kWays] += w;
-    partial[i % kWays][int(std::min((m - x[i]) * buckets_per_unit, float(kBuckets - 1)))] += w;
+    partial[i % kWays][TopPBucket(x[i], m, buckets_per_unit)] += w;
   }
   std::array<double, kBuckets> mass{};
   for (int way = 0; way < kWays; ++way) {
     z += partial_z[way];
     for (int b = 0; b < kBuckets; ++b) mass[b] += partial[way][b];
   }
-  const double target = double(top_p) * z;
-  int last = kBuckets - 1;
-  double before = 0;
-  for (int b = 0; b < kBuckets; ++b) {
-    if (before + mass[b] >= target) {
-      last = b;
-      break;
-    }
-    before += mass[b];
-  }
-  // A whole extra bucket of margin covers the rounding of the bucket index.
-  const float cut = last == kBuckets - 1 ? kNegInf : m - float(last + 2) / buckets_per_unit;
+  const float cut = TopPCut(mass.data(), double(top_p) * z, m, buckets_per_unit);
   pool->clear();
   for (int64_t i = 0; i < n; ++i) {
     if (x[i] >= cut) pool->push_back({x[i], int32_t(i), Weight(x[i], m, t)});
@@ -451,29 +464,19 @@ absl::StatusOr<int32_t> Sampler::SampleSharded(parallel::Communicator& comm, con
     if (!use_pool) {
       // The single-rank bucket histogram, summed over ranks, fixes the same
       // cut everywhere; only tokens above it travel.
-      constexpr int kBuckets = 256;
-      const float buckets_per_unit = std::min(4.0f / t, 1e30f);
+      constexpr int kBuckets = kTopPBuckets;
+      const float buckets_per_unit = TopPBucketsPerUnit(t);
       std::vector<double> mass(kBuckets + 1, 0.0);  // [buckets | z]
       for (int64_t i = 0; i < n; ++i) {
         float w = Weight(x[i], m, t);
         if (!(w > 0)) continue;
         mass[kBuckets] += w;
-        mass[int(std::min((m - x[i]) * buckets_per_unit, float(kBuckets - 1)))] += w;
+        mass[TopPBucket(x[i], m, buckets_per_unit)] += w;
       }
       RETURN_IF_ERROR(comm.AllReduce(mass.data(), mass.data(), mass.size(), parallel::DType::kF64,
                                      parallel::ReduceOp::kSum));
       z = mass[kBuckets];
-      const double target = double(p.top_p) * z;
-      int last = kBuckets - 1;
-      double before = 0;
-      for (int b = 0; b < kBuckets; ++b) {
-        if (before + mass[b] >= target) {
-          last = b;
-          break;
-        }
-        before += mass[b];
-      }
-      const float cut = last == kBuckets - 1 ? kNegInf : m - float(last + 2) / buckets_per_unit;
+      const float cut = TopPCut(mass.data(), double(p.top_p) * z, m, buckets_per_unit);
       std::vector<SampleEntry> local;
       for (int64_t i = 0; i < n; ++i) {
         if (x[i] >= cut) local.push_back({x[i], base + int32_t(i), Weight(x[i], m, t)});
