@@ -225,6 +225,13 @@ absl::StatusOr<std::shared_ptr<Model>> LoadBatchModel(const BatchCmdOptions& opt
   return std::shared_ptr<Model>(std::move(model));
 }
 
+// Collective over the world: `totals` (done, failed, prompt and completion
+// tokens, skipped) summed over the ranks, `wall_us` the slowest rank's.
+absl::Status SumOverRanks(parallel::Communicator& world, int64_t (&totals)[5], int64_t* wall_us) {
+  RETURN_IF_ERROR(world.AllReduce(std::span<int64_t>(totals), parallel::ReduceOp::kSum));
+  return world.AllReduce(std::span<int64_t>(wall_us, 1), parallel::ReduceOp::kMax);
+}
+
 // A replica's other ranks: load their shard and replay the leader's steps
 // until its engine shuts down, then join the job's final collectives.
 template <class Fail>
@@ -239,14 +246,9 @@ int RunFollowerRank(const BatchCmdOptions& opt, parallel::Communicator& world, p
     std::cerr.flush();
     std::_Exit(kExitStopped);  // as the leader does: its results are synced
   }
-  int64_t totals[5] = {0, 0, 0, 0, 0};
-  int64_t wall_us[1] = {0};
-  if (auto st = world.AllReduce(std::span<int64_t>(totals), parallel::ReduceOp::kSum); !st.ok()) {
-    return fail("summing the ranks' counts: ", st);
-  }
-  if (auto st = world.AllReduce(std::span<int64_t>(wall_us), parallel::ReduceOp::kMax); !st.ok()) {
-    return fail("summing the ranks' counts: ", st);
-  }
+  int64_t totals[5] = {0, 0, 0, 0, 0};  // a follower answers no lines itself
+  int64_t wall_us = 0;
+  if (auto st = SumOverRanks(world, totals, &wall_us); !st.ok()) return fail("summing the ranks' counts: ", st);
   if (auto st = world.Barrier(); !st.ok()) return fail("barrier: ", st);
   return 0;
 }
@@ -390,20 +392,15 @@ int RunBatch(const BatchCmdOptions& opt) {
     // [5] summed over ranks; the slowest rank's wall time in microseconds.
     int64_t totals[5] = {run.counts.done, run.counts.failed, run.counts.prompt_tokens,
                          run.counts.completion_tokens, skipped};
-    int64_t wall_us[1] = {static_cast<int64_t>(progress.elapsed_s() * 1e6)};
-    if (auto st = world->AllReduce(std::span<int64_t>(totals), parallel::ReduceOp::kSum); !st.ok()) {
-      return fail("summing the ranks' counts: ", st);
-    }
-    if (auto st = world->AllReduce(std::span<int64_t>(wall_us), parallel::ReduceOp::kMax); !st.ok()) {
-      return fail("summing the ranks' counts: ", st);
-    }
+    int64_t wall_us = static_cast<int64_t>(progress.elapsed_s() * 1e6);
+    if (auto st = SumOverRanks(*world, totals, &wall_us); !st.ok()) return fail("summing the ranks' counts: ", st);
     if (rank == 0) {
       if (auto st = MergeParts(opt.output, ListPartFiles(opt.output)); !st.ok()) return fail("", st);
       BatchCounts all{totals[0], totals[1], totals[2], totals[3]};
       std::cerr << "facet batch: all " << size << " ranks"
                 << (group_size > 1 ? absl::StrCat(" (", replicas, replicas == 1 ? " replica" : " replicas", " of ", group_size, ")")
                                   : std::string()) << ": ";
-      BatchProgress(0, false, 0, "", std::cerr).Finish(all, totals[4], wall_us[0] * 1e-6);
+      BatchProgress(0, false, 0, "", std::cerr).Finish(all, totals[4], wall_us * 1e-6);
     }
     if (auto st = world->Barrier(); !st.ok()) return fail("barrier: ", st);
   }
