@@ -106,6 +106,21 @@ TEST(RemoteEngine, SilentLeaderTimesOut) {
   EXPECT_EQ(broken.Submit(req, [](const TokenEvent&) {}).code(), absl::StatusCode::kUnavailable);
 }
 
+// Serves `service` on a free loopback port (null when it cannot) and points
+// `*stub` at it.
+std::unique_ptr<grpc::Server> ServeOnLoopback(EngineLinkService* service,
+                                              std::unique_ptr<internal::EngineLink::Stub>* stub) {
+  int port = 0;
+  grpc::ServerBuilder b;
+  b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  b.RegisterService(service);
+  std::unique_ptr<grpc::Server> server = b.BuildAndStart();
+  if (server == nullptr || port == 0) return nullptr;
+  *stub = internal::EngineLink::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  return server;
+}
+
 class LinkTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -120,13 +135,8 @@ class LinkTest : public ::testing::Test {
     lo.link_timeout_ms = link_timeout_ms_;
     replicas_ = std::make_shared<ReplicaSet>(ReplicaSetOptions{200ms});
     service_ = std::make_unique<EngineLinkService>(lo, replicas_);
-    grpc::ServerBuilder b;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    b.RegisterService(service_.get());
-    server_ = b.BuildAndStart();
-    ASSERT_GT(port_, 0);
-    stub_ = internal::EngineLink::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+    server_ = ServeOnLoopback(service_.get(), &stub_);
+    ASSERT_NE(server_, nullptr);
   }
   void TearDown() override {
     replicas_->Shutdown(false);
@@ -136,7 +146,6 @@ class LinkTest : public ::testing::Test {
   std::unique_ptr<EngineLinkService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<internal::EngineLink::Stub> stub_;
-  int port_ = 0;
   int32_t link_timeout_ms_ = 0;  // never, unless a test says otherwise
 };
 
@@ -292,13 +301,8 @@ class MultiModelLinkTest : public ::testing::Test {
     }
     links_ = links;
     service_ = std::make_unique<EngineLinkService>(std::move(links));
-    grpc::ServerBuilder b;
-    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port_);
-    b.RegisterService(service_.get());
-    server_ = b.BuildAndStart();
-    ASSERT_GT(port_, 0);
-    stub_ = internal::EngineLink::NewStub(
-        grpc::CreateChannel("127.0.0.1:" + std::to_string(port_), grpc::InsecureChannelCredentials()));
+    server_ = ServeOnLoopback(service_.get(), &stub_);
+    ASSERT_NE(server_, nullptr);
   }
   void TearDown() override {
     for (ModelLink& m : links_) m.replicas->Shutdown(false);
@@ -319,7 +323,6 @@ class MultiModelLinkTest : public ::testing::Test {
   std::unique_ptr<EngineLinkService> service_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<internal::EngineLink::Stub> stub_;
-  int port_ = 0;
 };
 
 TEST_F(MultiModelLinkTest, PlanIsForTheNamedModel) {
